@@ -1,0 +1,19 @@
+VENV ?= .venv
+STAMP := $(VENV)/.neuralsim-installed
+
+.PHONY: setup test demo clean
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	VENV=$(VENV) bash scripts/setup.sh
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+demo: setup
+	$(VENV)/bin/neuralsim demo
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

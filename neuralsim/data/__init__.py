@@ -1,0 +1,1 @@
+"""File formats: nerfstudio transforms.json captures, COCO detection sets, boxes and masks, backgrounds."""

@@ -1,0 +1,240 @@
+"""House utilities: atomic writes, staged output folders, run directories, seeding, device, progress.
+
+Every output file is written to a temporary name and renamed; every output folder is built beside
+its final place and renamed on success, so a failure never leaves anything half-written behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from neuralsim.errors import UserError
+
+
+# ----------------------------------------------------------------------------- atomic files
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses, paths, numpy and torch values → plain JSON data."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.Tensor):
+        return to_plain(obj.detach().cpu().numpy())
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def dumps_json(obj: Any) -> str:
+    return json.dumps(to_plain(obj), indent=2, sort_keys=False) + "\n"
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, dumps_json(obj))
+
+
+def atomic_save_png(path: str | Path, image: np.ndarray) -> Path:
+    """Save an HxW, HxWx3 or HxWx4 uint8 array as PNG, atomically and byte-reproducibly."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", optimize=False, compress_level=6)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """Read JSON, turning a missing or malformed file into a `UserError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist.")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{what} {path} is not valid JSON ({e}).") from None
+
+
+# ----------------------------------------------------------------------------- output folders
+
+
+def check_output_dir(out: str | Path, overwrite: bool) -> Path:
+    """An output folder must be new or empty, unless `overwrite` is given."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"Output {out} exists and is not a folder.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"Output folder {out} already holds files; choose a new folder or pass --overwrite.")
+    return out
+
+
+@contextlib.contextmanager
+def staged_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces `out`, on failure it is removed."""
+    out = check_output_dir(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(stage, out)
+
+
+class RunDir:
+    """A run directory: `config.json` (plain data), `metrics.jsonl`, TensorBoard events, checkpoints."""
+
+    def __init__(self, path: str | Path, config: Any = None, *, resume: bool = False, overwrite: bool = False):
+        self.path = Path(path)
+        if not resume:
+            check_output_dir(self.path, overwrite)
+            if overwrite and self.path.exists():
+                shutil.rmtree(self.path)
+        elif not (self.path / "config.json").is_file():
+            raise UserError(f"Cannot resume: {self.path} holds no config.json of an earlier run.")
+        self.path.mkdir(parents=True, exist_ok=True)
+        if config is not None and not resume:
+            atomic_write_json(self.path / "config.json", config)
+        self._tb = None
+
+    @property
+    def config(self) -> Any:
+        return read_json(self.path / "config.json", "Run config")
+
+    def log(self, step: int, **scalars: Any) -> None:
+        """Append one JSON line to metrics.jsonl and the numeric scalars to TensorBoard."""
+        record = {"step": step, "time": time.time(), **to_plain(scalars)}
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        for key, value in _flatten(scalars).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self.tensorboard.add_scalar(key, value, step)
+        self.tensorboard.flush()
+
+    def metrics(self) -> list[dict]:
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics(self, last_step: int) -> None:
+        """Drop metric lines after `last_step` (used when resuming from a checkpoint)."""
+        kept = [m for m in self.metrics() if m["step"] <= last_step]
+        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in kept))
+
+    @property
+    def tensorboard(self):
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.path / "tensorboard"))
+        return self._tb
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}/"))
+    elif isinstance(d, (list, tuple)) and len(d) <= 64 and all(isinstance(v, (int, float)) for v in d):
+        for i, v in enumerate(d):
+            out[f"{prefix}{i}"] = v
+    else:
+        out[prefix.rstrip("/")] = d
+    return out
+
+
+# ----------------------------------------------------------------------------- seeding, device
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, numpy and torch; return a CPU `torch.Generator` seeded with `seed`."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def derive_seed(seed: int, *keys: Any) -> int:
+    """A child seed for a named sub-task, stable across runs and machines (for per-object/per-image work)."""
+    import hashlib
+
+    h = hashlib.sha256(repr((seed, *keys)).encode()).digest()
+    return int.from_bytes(h[:8], "little") & (2**63 - 1)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`auto` → CUDA when present, else CPU; `cpu`/`cuda` as given (cuda without a GPU is an error)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto.")
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda, not {device!r}.")
+    return torch.device(device)
+
+
+def progress(transient: bool = False) -> Progress:
+    """The rich progress bar used by every long step."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=transient,
+    )
