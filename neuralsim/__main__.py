@@ -1,0 +1,3 @@
+from neuralsim.cli import main
+
+main()

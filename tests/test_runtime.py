@@ -1,0 +1,66 @@
+import json
+
+import pytest
+import torch
+
+from neuralsim.cli import main
+from neuralsim.errors import UserError
+from neuralsim.runtime import RunDir, atomic_write_json, derive_seed, resolve_device, staged_output_dir
+
+
+def test_staged_output_dir_commits_on_success_and_cleans_up_on_failure(tmp_path):
+    with staged_output_dir(tmp_path / "out") as stage:
+        (stage / "a.txt").write_text("x")
+        assert not (tmp_path / "out").exists()
+    assert (tmp_path / "out" / "a.txt").read_text() == "x"
+    with pytest.raises(RuntimeError):
+        with staged_output_dir(tmp_path / "out2") as stage:
+            (stage / "partial").write_text("half")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with pytest.raises(UserError, match="already holds files"):
+        with staged_output_dir(tmp_path / "out"):
+            pass
+    with staged_output_dir(tmp_path / "out", overwrite=True) as stage:
+        (stage / "b.txt").write_text("y")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.txt"]
+
+
+def test_run_dir_logs_metrics_and_resumes(tmp_path):
+    run = RunDir(tmp_path / "run", {"lr": 0.1, "path": tmp_path})
+    run.log(0, loss=1.5, psi={"pitcher": [0.5, 0.5]})
+    run.log(1, loss=1.0)
+    run.close()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["lr"] == 0.1
+    assert [m["loss"] for m in run.metrics()] == [1.5, 1.0]
+    assert any((tmp_path / "run" / "tensorboard").iterdir())
+    resumed = RunDir(tmp_path / "run", resume=True)
+    resumed.truncate_metrics(0)
+    assert [m["step"] for m in resumed.metrics()] == [0]
+    with pytest.raises(UserError, match="Cannot resume"):
+        RunDir(tmp_path / "nothing", resume=True)
+
+
+def test_atomic_json_handles_tensors_and_nan(tmp_path):
+    atomic_write_json(tmp_path / "x.json", {"t": torch.tensor([1.0, 2.0]), "nan": float("nan")})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"t": [1.0, 2.0], "nan": None}
+
+
+def test_derive_seed_is_stable_and_distinct():
+    assert derive_seed(0, "a", 1) == derive_seed(0, "a", 1)
+    assert derive_seed(0, "a", 1) != derive_seed(0, "a", 2) != derive_seed(1, "a", 1)
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UserError):
+        resolve_device("tpu")
+
+
+def test_cli_turns_user_errors_into_exit_code_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["capture", "not_an_object", "--out", "/nonexistent/x"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Unknown object") and len(err.strip().splitlines()) == 1
