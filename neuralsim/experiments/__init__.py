@@ -1,0 +1,1 @@
+"""The paper's experiments on the built-in YCB-synthetic benchmark: gaps, cached assets, recipes, reports."""

@@ -1,0 +1,51 @@
+"""A content-addressed cache of captures, fields and scene sets, so experiments make each once.
+
+Each entry is a folder named after what it holds and a hash of the exact configuration that made it;
+entries are built with staged output folders, so a folder that exists is complete. Every `ensure_*`
+is a plain function of its inputs and outputs on disk, ready to be farmed out (e.g. to Ray tasks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from neuralsim.runtime import to_plain
+
+
+def cache_root(path: str | Path | None = None) -> Path:
+    """`path`, else $NEURALSIM_CACHE, else ~/.cache/neuralsim."""
+    if path is not None:
+        return Path(path)
+    return Path(os.environ.get("NEURALSIM_CACHE", Path.home() / ".cache" / "neuralsim"))
+
+
+def config_key(config: Any) -> str:
+    blob = json.dumps(to_plain(config), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def cached(root: Path, kind: str, name: str, config: Any, build: Callable[[Path], Any]) -> Path:
+    """The entry `root/kind/name-<hash(config)>`, built by `build(path)` when it does not exist yet."""
+    path = Path(root) / kind / f"{name}-{config_key(config)}"
+    if not path.exists():
+        build(path)
+    return path
+
+
+def ensure_capture(root: Path, obj: str, cfg) -> Path:
+    """A Mitsuba capture of `obj` (a built-in name or mesh path) under `CaptureConfig` `cfg`."""
+    from neuralsim.assets.capture import capture
+
+    return cached(root, "captures", Path(obj).stem, {"object": obj, "config": cfg}, lambda out: capture(obj, out, cfg))
+
+
+def ensure_scene_set(root: Path, cfg) -> Path:
+    """A labelled ground-truth scene set under `SceneSetConfig` `cfg`."""
+    from neuralsim.assets.scenes import make_scene_set
+
+    return cached(root, "scenes", cfg.name, cfg, lambda out: make_scene_set(cfg, out))

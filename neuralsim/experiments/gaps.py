@@ -1,0 +1,93 @@
+"""The controlled train/test gaps of the paper's §4.1 (Fig. 4 a–c) on the built-in objects.
+
+A gap fixes, for two "biased" objects, one factor of the target domain to a single bin (pose: azimuth
+bin 1 of 8; zoom: the farthest radius bin; illumination: one lighting condition); the other objects
+are uniform. ψ then starts "same" (the target bin dominant), "uniform", or "different" (another bin
+dominant). Bin indices in code are 0-based; the paper's "bin 1" is index 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from neuralsim.assets.catalog import PAPER_SIX
+from neuralsim.assets.renderer import lighting_names
+from neuralsim.sampling.bins import FactorBins, LightingWeights, ObjectDistribution
+
+INITS = ("same", "uniform", "different")
+
+
+@dataclass(frozen=True)
+class Gap:
+    name: str
+    factor: str  # "azimuth" | "radius" | "lighting"
+    k: int  # bins (or lighting conditions)
+    low: float
+    high: float
+    target_bin: int
+    different_bin: int
+    objects: tuple[str, ...] = tuple(PAPER_SIX)
+    biased: tuple[str, ...] = ("019_pitcher_base", "035_power_drill")
+    lighting: tuple[str, ...] = ("studio",)
+    dominant_p: float = 0.8
+    base_ranges: dict = field(default_factory=lambda: {"azimuth": (0.0, 360.0), "elevation": (10.0, 50.0),
+                                                        "radius": (3.5, 5.5)})
+
+
+GAPS: dict[str, Gap] = {
+    "pose": Gap("pose", "azimuth", 8, 0.0, 360.0, target_bin=0, different_bin=4),
+    "zoom": Gap("zoom", "radius", 4, 3.5, 7.5, target_bin=3, different_bin=0),
+    "illumination": Gap("illumination", "lighting", 4, 0.0, 4.0, target_bin=3, different_bin=0,
+                        lighting=tuple(lighting_names())),
+}
+
+
+def _one_hot(k: int, index: int) -> np.ndarray:
+    p = np.zeros(k)
+    p[index] = 1.0
+    return p
+
+
+def _dominant(k: int, index: int, p: float) -> np.ndarray:
+    probs = np.full(k, (1.0 - p) / max(k - 1, 1))
+    probs[index] = p
+    return probs
+
+
+def _distribution(gap: Gap, probs: np.ndarray) -> ObjectDistribution:
+    """The gap's factor with `probs`, every other factor uniform over one bin of its base range."""
+    factors = {f: FactorBins(lo, hi, np.ones(1), circular=f == "azimuth") for f, (lo, hi) in gap.base_ranges.items()}
+    lighting = LightingWeights(list(gap.lighting), np.full(len(gap.lighting), 1.0 / len(gap.lighting)))
+    if gap.factor == "lighting":
+        lighting = LightingWeights(list(gap.lighting), probs)
+    else:
+        factors[gap.factor] = FactorBins(gap.low, gap.high, probs, circular=gap.factor == "azimuth")
+    return ObjectDistribution(factors, lighting)
+
+
+def target_distributions(gap: Gap) -> dict[str, ObjectDistribution]:
+    """The target domain (validation and test): biased objects from the target bin only, others uniform."""
+    uniform = np.full(gap.k, 1.0 / gap.k)
+    return {o: _distribution(gap, _one_hot(gap.k, gap.target_bin) if o in gap.biased else uniform) for o in gap.objects}
+
+
+def initial_distributions(gap: Gap, init: str) -> dict[str, ObjectDistribution]:
+    """ψ₀ for every object: biased objects start `same`/`uniform`/`different`; the others uniform."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}")
+    uniform = np.full(gap.k, 1.0 / gap.k)
+    start = {"same": _dominant(gap.k, gap.target_bin, gap.dominant_p), "uniform": uniform,
+             "different": _dominant(gap.k, gap.different_bin, gap.dominant_p)}[init]
+    return {o: _distribution(gap, start if o in gap.biased else uniform) for o in gap.objects}
+
+
+def target_probs(gap: Gap, obj: str) -> np.ndarray:
+    dist = target_distributions(gap)[obj]
+    return dist.lighting.weights if gap.factor == "lighting" else dist.factors[gap.factor].probs
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> float:
+    """Total-variation distance ½ Σ |p − q| between two distributions over the same bins."""
+    return 0.5 * float(np.abs(np.asarray(p) - np.asarray(q)).sum())
