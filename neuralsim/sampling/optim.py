@@ -1,0 +1,87 @@
+"""ψ optimisers: SGD, normalised SGD and Adam on ψ's leaves (logits, lighting weights), given a hypergradient;
+simplex-parameterised lighting is projected back after each step. The step size is checked, never silently 0."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from neuralsim.errors import UserError
+from neuralsim.sampling.psi import Psi
+
+METHODS = ("sgd", "normalized", "adam")
+
+
+@dataclass
+class PsiOptimizerConfig:
+    """The ψ step. `normalized`: ψ ← ψ − lr·h/‖h‖ (‖·‖ over all trainable leaves together), so the step
+    length is lr whatever the hypergradient's raw scale; `adam` adapts per coordinate; `sgd` uses h as is."""
+
+    method: str = "normalized"
+    lr: float = 0.5
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise UserError(f"ψ optimiser must be one of {METHODS}, not {self.method!r}.")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"ψ step size (lr) must be a positive finite number, got {self.lr}.")
+
+
+class PsiOptimizer:
+    """Steps ψ's trainable leaves in place along −h (h estimates dL_val/dψ)."""
+
+    def __init__(self, psi: Psi, config: PsiOptimizerConfig):
+        self.psi, self.config = psi, config
+        self.t = 0
+        self.m: dict[str, Tensor] = {}
+        self.s: dict[str, Tensor] = {}
+
+    def step(self, hypergradient: dict[str, Tensor]) -> float:
+        """Apply one step; returns its length ‖Δψ‖. A non-finite hypergradient stops with a clear message."""
+        params = self.psi.trainable()
+        missing = set(params) - set(hypergradient)
+        if missing:
+            raise ValueError(f"hypergradient lacks ψ leaves {sorted(missing)}")
+        for name in params:
+            if not torch.isfinite(hypergradient[name]).all():
+                raise UserError(f"The hypergradient of ψ '{name}' is not finite (NaN or inf); stopping here — "
+                                "the last good checkpoint is kept.")
+        self.t += 1
+        deltas = self._deltas({name: hypergradient[name].detach() for name in params})
+        with torch.no_grad():
+            for name, t in params.items():
+                t.sub_(deltas[name])
+        self.psi.project()
+        return float(torch.sqrt(sum((d * d).sum() for d in deltas.values())))
+
+    def _deltas(self, grads: dict[str, Tensor]) -> dict[str, Tensor]:
+        lr = self.config.lr
+        if self.config.method == "sgd":
+            return {n: lr * g for n, g in grads.items()}
+        if self.config.method == "normalized":
+            norm = torch.sqrt(sum((g * g).sum() for g in grads.values()))
+            return {n: lr * g / norm.clamp_min(torch.finfo(g.dtype).tiny) for n, g in grads.items()}
+        b1, b2 = self.config.betas
+        deltas = {}
+        for n, g in grads.items():
+            self.m[n] = b1 * self.m.get(n, torch.zeros_like(g)) + (1 - b1) * g
+            self.s[n] = b2 * self.s.get(n, torch.zeros_like(g)) + (1 - b2) * g * g
+            m_hat, s_hat = self.m[n] / (1 - b1**self.t), self.s[n] / (1 - b2**self.t)
+            deltas[n] = lr * m_hat / (s_hat.sqrt() + self.config.eps)
+        return deltas
+
+    def state_dict(self) -> dict:
+        """Plain data for checkpoints (resume continues the same Adam moments)."""
+        return {"t": self.t, "m": {n: v.tolist() for n, v in self.m.items()},
+                "s": {n: v.tolist() for n, v in self.s.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        params = self.psi.parameters()
+        self.t = int(state["t"])
+        self.m = {n: torch.tensor(v, dtype=params[n].dtype) for n, v in state["m"].items()}
+        self.s = {n: torch.tensor(v, dtype=params[n].dtype) for n, v in state["s"].items()}

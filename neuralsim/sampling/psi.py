@@ -1,0 +1,407 @@
+"""ψ, the learnable distribution over render parameters: per object and factor a categorical over bins held
+as logits, Gumbel-softmax relaxed draws with replayable noise (Tool 1), discrete draws, lighting weights.
+
+A ψ file is plain JSON in the `bins.py` form, one `ObjectDistribution` per object under "objects"; each
+factor may add its "logits" (kept exactly on save) and the lighting its "parameterisation":
+
+    {"objects": {"pitcher_base": {"azimuth": {"low": 0, "high": 360, "probs": [...], "logits": [...]},
+                                   "elevation": {...}, "radius": {...},
+                                   "lighting": {"names": [...], "weights": [...], "parameterisation": "simplex"}}}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from neuralsim.errors import UserError
+from neuralsim.runtime import atomic_write_json, read_json
+from neuralsim.sampling.bins import DEFAULT_RANGES, FACTORS, FactorBins, LightingWeights, ObjectDistribution
+
+DTYPE = torch.float64
+LOGIT_FLOOR = -30.0  # logit of a bin whose probability is 0 in a JSON file without logits (p ≈ 1e-13 · p_max)
+LIGHTING_PARAMETERISATIONS = ("simplex", "logits")
+
+
+# ----------------------------------------------------------------------------- noise and draws
+
+
+@dataclass(frozen=True)
+class FactorNoise:
+    """The noise of n draws of one factor: Gumbel(0, 1) per bin and a uniform offset within the bin."""
+
+    gumbel: Tensor  # (n, k)
+    jitter: Tensor  # (n,) in [0, 1)
+
+    def select(self, index: Tensor | slice) -> "FactorNoise":
+        return FactorNoise(self.gumbel[index], self.jitter[index])
+
+
+@dataclass(frozen=True)
+class ObjectNoise:
+    """The noise of n draws of one object's render parameters; replaying it gives the same parameters."""
+
+    factors: dict[str, FactorNoise]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.factors.values())).jitter)
+
+    def select(self, index: Tensor | slice) -> "ObjectNoise":
+        return ObjectNoise({f: n.select(index) for f, n in self.factors.items()})
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    """Render parameters of n images of one object (what a renderer consumes), and the bin of each factor."""
+
+    azimuth_deg: Tensor  # (n,) degrees in [0, 360)
+    elevation_deg: Tensor  # (n,) degrees
+    radius: Tensor  # (n,) object-space units
+    lighting: Tensor  # (n, L) weights over the lighting conditions' appearance anchors
+    bins: dict[str, Tensor] = field(default_factory=dict)  # factor → (n,) long, the bin each value came from
+
+    CONTINUOUS = ("azimuth_deg", "elevation_deg", "radius", "lighting")
+
+    def __len__(self) -> int:
+        return len(self.azimuth_deg)
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        """The continuous parameters, in `CONTINUOUS` order."""
+        return tuple(getattr(self, name) for name in self.CONTINUOUS)
+
+    def with_tensors(self, tensors: Iterable[Tensor]) -> "RenderParams":
+        return replace(self, **dict(zip(self.CONTINUOUS, tensors, strict=True)))
+
+    def detach(self) -> "RenderParams":
+        return self.with_tensors(t.detach() for t in self.tensors())
+
+    def select(self, index: Tensor | slice) -> "RenderParams":
+        return replace(self.with_tensors(t[index] for t in self.tensors()),
+                       bins={f: b[index] for f, b in self.bins.items()})
+
+
+def sample_gumbel(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype = DTYPE) -> Tensor:
+    """Standard Gumbel noise −log(−log U), U ~ U(0, 1) kept away from 0."""
+    u = torch.rand(shape, generator=generator, dtype=dtype).clamp_min(torch.finfo(dtype).tiny)
+    return -torch.log(-torch.log(u))
+
+
+# ----------------------------------------------------------------------------- one factor
+
+
+@dataclass
+class FactorPsi:
+    """One factor's categorical over k equal bins of [low, high); p = softmax(logits). Angles in degrees."""
+
+    low: float
+    high: float
+    logits: Tensor  # (k,) leaf tensor; requires_grad when the factor is optimised
+    circular: bool = False
+
+    @property
+    def k(self) -> int:
+        return self.logits.numel()
+
+    @property
+    def width(self) -> float:
+        return (self.high - self.low) / self.k
+
+    def centres(self) -> Tensor:
+        """Bin centres c_i, (k,)."""
+        return self.low + (torch.arange(self.k, dtype=self.logits.dtype) + 0.5) * self.width
+
+    def probs(self) -> Tensor:
+        return torch.softmax(self.logits, dim=0)
+
+    def log_probs(self) -> Tensor:
+        return torch.log_softmax(self.logits, dim=0)
+
+    def draw_noise(self, n: int, generator: torch.Generator) -> FactorNoise:
+        dtype = self.logits.dtype
+        return FactorNoise(sample_gumbel((n, self.k), generator, dtype), torch.rand(n, generator=generator, dtype=dtype))
+
+    def relaxed_weights(self, noise: FactorNoise, tau: float) -> Tensor:
+        """Tool 1: y = softmax((log p + g)/τ), (n, k); differentiable in the logits."""
+        self._check_dtype(noise)
+        return torch.softmax((self.log_probs() + noise.gumbel) / tau, dim=-1)
+
+    def relaxed(self, noise: FactorNoise, tau: float) -> Tensor:
+        """Relaxed draw (n,): relaxed bin centre (circular mean for angles) plus the jitter (ε − ½)·w."""
+        y = self.relaxed_weights(noise, tau)  # (n, k)
+        c = self.centres()
+        if self.circular:
+            c_rad = torch.deg2rad(c)
+            centre = torch.rad2deg(torch.atan2(y @ torch.sin(c_rad), y @ torch.cos(c_rad)))
+        else:
+            centre = y @ c
+        return self._wrap(centre + (noise.jitter - 0.5) * self.width)
+
+    def hard_bins(self, noise: FactorNoise) -> Tensor:
+        """The bin each draw falls in, argmax(log p + g) (n,): an exact categorical draw (Gumbel-max)."""
+        self._check_dtype(noise)
+        return torch.argmax(self.log_probs().detach() + noise.gumbel, dim=-1)
+
+    def value_in_bin(self, bins: Tensor, jitter: Tensor) -> Tensor:
+        """low + (bin + ε)·w, (n,): a uniform point of each bin, no gradient to the logits."""
+        return self.low + (bins.to(jitter.dtype) + jitter) * self.width
+
+    def _wrap(self, value: Tensor) -> Tensor:
+        if not self.circular:
+            return value
+        return self.low + torch.remainder(value - self.low, self.high - self.low)
+
+    def _check_dtype(self, noise: FactorNoise) -> None:
+        if noise.gumbel.dtype != self.logits.dtype:
+            raise ValueError(f"noise is {noise.gumbel.dtype} but ψ is {self.logits.dtype}: replay must use one dtype")
+
+    def to_json(self) -> dict:
+        return {**self.to_bins().to_json(), "logits": self.logits.detach().cpu().tolist()}
+
+    def to_bins(self) -> FactorBins:
+        return FactorBins(self.low, self.high, self.probs().detach().cpu().numpy(), self.circular)
+
+    @classmethod
+    def from_bins(cls, bins: FactorBins, logits: Iterable[float] | None = None) -> "FactorPsi":
+        if logits is None:
+            with np.errstate(divide="ignore"):
+                a = np.log(bins.probs)
+            a = np.maximum(a - a.max(), LOGIT_FLOOR)
+        else:
+            a = np.asarray(list(logits), dtype=np.float64)
+        return cls(bins.low, bins.high, torch.tensor(a, dtype=DTYPE), bins.circular)
+
+    @classmethod
+    def from_json(cls, data: dict, name: str, what: str) -> "FactorPsi":
+        bins = FactorBins.from_json(data, name, what)
+        logits = data.get("logits")
+        if logits is not None:
+            a = np.asarray(logits, dtype=np.float64)
+            if a.shape != bins.probs.shape or not np.all(np.isfinite(a)):
+                raise UserError(f"{what}: factor '{name}' logits must be {bins.k} finite numbers, one per bin.")
+            if np.max(np.abs(np.exp(a - a.max()) / np.exp(a - a.max()).sum() - bins.probs)) > 1e-4:
+                raise UserError(f"{what}: factor '{name}' logits and probs disagree; give one of them or both consistent.")
+        return cls.from_bins(bins, logits)
+
+
+# ----------------------------------------------------------------------------- lighting
+
+
+def project_simplex(w: Tensor) -> Tensor:
+    """Euclidean projection onto {w ≥ 0, Σ w = 1} (sort-based; Held et al. / Duchi et al. 2008)."""
+    u, _ = torch.sort(w, descending=True)
+    css = torch.cumsum(u, dim=0) - 1.0
+    index = torch.arange(1, w.numel() + 1, dtype=w.dtype)
+    rho = int(torch.nonzero(u - css / index > 0).max())  # last index where the condition holds
+    return torch.clamp(w - css[rho] / (rho + 1), min=0.0)
+
+
+@dataclass
+class LightingPsi:
+    """Weights w on the simplex over named lighting conditions; ℓ = Σ w_k ℓ_k (paper §3.2).
+
+    `simplex`: `param` is w itself, kept on the simplex by projection after each step;
+    `logits`: `param` holds logits and w = softmax(param).
+    """
+
+    names: list[str]
+    param: Tensor  # (L,) leaf tensor
+    parameterisation: str = "simplex"
+
+    def weights(self) -> Tensor:
+        return torch.softmax(self.param, dim=0) if self.parameterisation == "logits" else self.param
+
+    def project(self) -> None:
+        if self.parameterisation == "simplex":
+            with torch.no_grad():
+                self.param.copy_(project_simplex(self.param))
+
+    def to_json(self) -> dict:
+        data = {**LightingWeights(list(self.names), self.weights().detach().cpu().numpy()).to_json(),
+                "parameterisation": self.parameterisation}
+        if self.parameterisation == "logits":
+            data["logits"] = self.param.detach().cpu().tolist()
+        return data
+
+    @classmethod
+    def from_weights(cls, lighting: LightingWeights, parameterisation: str = "simplex") -> "LightingPsi":
+        w = np.asarray(lighting.weights, dtype=np.float64)
+        if parameterisation == "logits":
+            with np.errstate(divide="ignore"):
+                w = np.maximum(np.log(w) - np.log(w.max()), LOGIT_FLOOR)
+        return cls(list(lighting.names), torch.tensor(w, dtype=DTYPE), parameterisation)
+
+    @classmethod
+    def from_json(cls, data: dict, what: str) -> "LightingPsi":
+        lighting = LightingWeights.from_json(data, what)
+        kind = data.get("parameterisation", "simplex")
+        if kind not in LIGHTING_PARAMETERISATIONS:
+            raise UserError(f"{what}: lighting parameterisation must be one of {LIGHTING_PARAMETERISATIONS}, not {kind!r}.")
+        psi = cls.from_weights(lighting, kind)
+        if kind == "logits" and "logits" in data:
+            psi.param = torch.tensor(data["logits"], dtype=DTYPE)
+        return psi
+
+
+# ----------------------------------------------------------------------------- one object, all objects
+
+
+@dataclass
+class ObjectPsi:
+    """ψ of one object: binned azimuth, elevation and radius, and lighting weights."""
+
+    factors: dict[str, FactorPsi]
+    lighting: LightingPsi
+
+    def draw_noise(self, n: int, generator: torch.Generator) -> ObjectNoise:
+        return ObjectNoise({f: self.factors[f].draw_noise(n, generator) for f in FACTORS})
+
+    def relaxed(self, noise: ObjectNoise, tau: float) -> RenderParams:
+        """Tool 1 draws, differentiable in ψ; `bins` holds the argmax bin of each relaxed draw."""
+        values = {f: self.factors[f].relaxed(noise.factors[f], tau) for f in FACTORS}
+        bins = {f: self.factors[f].hard_bins(noise.factors[f]) for f in FACTORS}
+        return self._params(values, bins, len(noise))
+
+    def discrete(self, noise: ObjectNoise) -> RenderParams:
+        """Exact draws: bin ~ Categorical(p) by Gumbel-max, value uniform in the bin; no gradient to the logits."""
+        bins = {f: self.factors[f].hard_bins(noise.factors[f]) for f in FACTORS}
+        values = {f: self.factors[f].value_in_bin(bins[f], noise.factors[f].jitter) for f in FACTORS}
+        return self._params(values, bins, len(noise))
+
+    def log_prob(self, bins: dict[str, Tensor]) -> Tensor:
+        """log p(V) of discrete draws, (n,): the sum over factors of the bin log-probabilities (the within-bin
+        density 1/w does not depend on ψ)."""
+        return sum(self.factors[f].log_probs()[bins[f]] for f in FACTORS)
+
+    def _params(self, values: dict[str, Tensor], bins: dict[str, Tensor], n: int) -> RenderParams:
+        lighting = self.lighting.weights().expand(n, -1)  # (n, L)
+        return RenderParams(values["azimuth"], values["elevation"], values["radius"], lighting, bins)
+
+    def parameters(self) -> dict[str, Tensor]:
+        return {**{f: self.factors[f].logits for f in FACTORS}, "lighting": self.lighting.param}
+
+    def to_json(self) -> dict:
+        return {**{f: self.factors[f].to_json() for f in FACTORS}, "lighting": self.lighting.to_json()}
+
+    @classmethod
+    def from_distribution(cls, dist: ObjectDistribution, parameterisation: str = "simplex") -> "ObjectPsi":
+        return cls({f: FactorPsi.from_bins(dist.factors[f]) for f in FACTORS},
+                   LightingPsi.from_weights(dist.lighting, parameterisation))
+
+    @classmethod
+    def from_json(cls, data: dict, what: str) -> "ObjectPsi":
+        dist = ObjectDistribution.from_json(data, what)  # validates probabilities, ranges and the azimuth turn
+        factors = {f: FactorPsi.from_json(data[f], f, what) if f in data else FactorPsi.from_bins(dist.factors[f])
+                   for f in FACTORS}
+        lighting = LightingPsi.from_json(data["lighting"], what) if "lighting" in data else \
+            LightingPsi.from_weights(dist.lighting)
+        return cls(factors, lighting)
+
+
+@dataclass
+class Psi:
+    """ψ of every object. `parameters()` names the leaves "object/factor" and "object/lighting"."""
+
+    objects: dict[str, ObjectPsi]
+
+    def parameters(self) -> dict[str, Tensor]:
+        return {f"{o}/{name}": t for o, psi in self.objects.items() for name, t in psi.parameters().items()}
+
+    def trainable(self) -> dict[str, Tensor]:
+        return {name: t for name, t in self.parameters().items() if t.requires_grad}
+
+    def set_trainable(self, factors: Iterable[str]) -> "Psi":
+        """Optimise only these factors (of "azimuth", "elevation", "radius", "lighting") for every object."""
+        factors = set(factors)
+        unknown = factors - set(FACTORS) - {"lighting"}
+        if unknown:
+            raise UserError(f"Unknown ψ factor(s) {sorted(unknown)}; choose from {[*FACTORS, 'lighting']}.")
+        for name, t in self.parameters().items():
+            t.requires_grad_(name.split("/")[-1] in factors)
+        return self
+
+    def project(self) -> None:
+        """Put every simplex-parameterised lighting back on the simplex (after an optimiser step)."""
+        for psi in self.objects.values():
+            psi.lighting.project()
+
+    def probabilities(self) -> dict[str, dict[str, list[float]]]:
+        """Plain per-object, per-factor probabilities (for logging)."""
+        return {o: {**{f: psi.factors[f].probs().detach().tolist() for f in FACTORS},
+                    "lighting": psi.lighting.weights().detach().tolist()} for o, psi in self.objects.items()}
+
+    def to_json(self) -> dict:
+        return {"objects": {o: psi.to_json() for o, psi in self.objects.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict, what: str = "ψ") -> "Psi":
+        if not isinstance(data, dict) or not isinstance(data.get("objects"), dict) or not data["objects"]:
+            raise UserError(f"{what}: expected {{\"objects\": {{name: distribution, ...}}}} with at least one object.")
+        return cls({o: ObjectPsi.from_json(d, f"{what}, object '{o}'") for o, d in data["objects"].items()})
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Psi":
+        return cls.from_json(read_json(path, "ψ file"), f"ψ file {path}")
+
+
+# ----------------------------------------------------------------------------- initialisations
+
+
+@dataclass
+class PsiInit:
+    """How to initialise ψ: bins per factor, ranges, and `uniform` or one bin `dominant` with mass `p`."""
+
+    objects: list[str]
+    bins: dict[str, int] = field(default_factory=lambda: {"azimuth": 8, "elevation": 1, "radius": 1})
+    ranges: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_RANGES))
+    lighting: list[str] = field(default_factory=lambda: ["studio"])
+    lighting_parameterisation: str = "simplex"
+    kind: str = "uniform"  # "uniform" | "dominant"
+    dominant: dict[str, dict[str, int]] = field(default_factory=dict)  # object → factor → dominant bin (0-based)
+    p: float = 0.8  # mass of the dominant bin; the rest is spread evenly
+
+
+def dominant_probs(k: int, index: int, p: float) -> np.ndarray:
+    """p on bin `index`, (1 − p)/(k − 1) on each other bin."""
+    if not 0 <= index < k:
+        raise UserError(f"Dominant bin {index} is outside the {k} bins (0-based).")
+    if not 0.0 < p <= 1.0 or (k == 1 and p != 1.0):
+        raise UserError(f"The dominant bin's probability must lie in (0, 1], got {p}.")
+    probs = np.full(k, (1.0 - p) / max(k - 1, 1))
+    probs[index] = p
+    return probs
+
+
+def init_psi(config: PsiInit) -> Psi:
+    """ψ for every object in `config.objects`: uniform, or with the configured bins dominant."""
+    if config.kind not in ("uniform", "dominant"):
+        raise UserError(f"ψ initialisation must be 'uniform' or 'dominant', not {config.kind!r}.")
+    objects = {}
+    for o in config.objects:
+        factors = {}
+        for f in FACTORS:
+            k = config.bins.get(f, 1)
+            if k < 1:
+                raise UserError(f"ψ initialisation: factor '{f}' needs at least one bin, got {k}.")
+            low, high = config.ranges.get(f, DEFAULT_RANGES[f])
+            index = config.dominant.get(o, {}).get(f) if config.kind == "dominant" else None
+            probs = np.full(k, 1.0 / k) if index is None else dominant_probs(k, index, config.p)
+            factors[f] = FactorBins.from_json({"low": low, "high": high, "probs": probs.tolist()}, f, "ψ initialisation")
+        n = len(config.lighting)
+        dist = ObjectDistribution(factors, LightingWeights(list(config.lighting), np.full(n, 1.0 / n)))
+        objects[o] = ObjectPsi.from_distribution(dist, config.lighting_parameterisation)
+    return Psi(objects)
+
+
+def circular_distance_deg(a: Tensor | float, b: Tensor | float) -> Tensor:
+    """Shortest angular distance in degrees, in [0, 180]."""
+    d = torch.remainder(torch.as_tensor(a, dtype=DTYPE) - torch.as_tensor(b, dtype=DTYPE), 360.0)
+    return torch.minimum(d, 360.0 - d)
+

@@ -1,0 +1,144 @@
+"""The hypergradient estimators on the toy problem, where everything is exact: pathwise (Neural-Sim) against
+finite differences of L_val(θ*(ψ)); score function and influence against the exact expected gradient."""
+
+import pytest
+import torch
+
+from neuralsim.bilevel.data import draw_training_set, full_image_vjp
+from neuralsim.bilevel.estimators import (HypergradientConfig, hypergradient, influence, pathwise,
+                                          score_function)
+from neuralsim.bilevel.inverse_hvp import InverseHVPConfig, inverse_hvp
+from neuralsim.bilevel.toy import exact_expected_gradient, fit
+from neuralsim.errors import UserError
+from neuralsim.sampling.psi import RenderParams
+
+EXACT = InverseHVPConfig(damping=0.0, iterations=200, tol=1e-13)
+COUNTS = {"a": 12, "b": 12}
+
+
+def flat(grads, names):
+    return torch.cat([grads[n].reshape(-1) for n in names])
+
+
+def agreement(got, want):
+    cos = float(torch.nn.functional.cosine_similarity(got, want, dim=0))
+    return cos, float((got - want).norm() / want.norm())
+
+
+def val_loss_at_retrained_theta(toy, psi, train):
+    """L_val(θ*(ψ)) with the training set replayed from its fixed noise, θ* by Newton to convergence."""
+    with torch.no_grad():
+        parts = [toy.render(d.obj, train.replay(psi, d, slice(None))) for d in train.draws]
+        theta = fit(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), toy.config.l2)
+        return toy.val_loss(theta)
+
+
+def finite_difference(toy, psi, train, delta=1e-5):
+    grads = {}
+    for name, leaf in psi.trainable().items():
+        g = torch.zeros_like(leaf)
+        for i in range(leaf.numel()):
+            with torch.no_grad():
+                leaf[i] += delta
+            plus = val_loss_at_retrained_theta(toy, psi, train)
+            with torch.no_grad():
+                leaf[i] -= 2 * delta
+            minus = val_loss_at_retrained_theta(toy, psi, train)
+            with torch.no_grad():
+                leaf[i] += delta
+            g[i] = (plus - minus) / (2 * delta)
+        grads[name] = g
+    return grads
+
+
+def setup(toy, tau, seed=0, trainable=("azimuth", "lighting")):
+    psi = toy.psi(trainable)
+    train = draw_training_set(psi, COUNTS, toy.render, torch.Generator().manual_seed(seed), tau)
+    theta = fit(train.images, train.targets, toy.config.l2)
+    return psi, train, toy.task(theta, train.images, train.targets), theta
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5])
+def test_pathwise_matches_finite_differences_of_the_retrained_objective(toy, tau):
+    psi, train, task, _ = setup(toy, tau)
+    result = hypergradient(psi, train, task, HypergradientConfig(method="nso", tau=tau, inverse_hvp=EXACT),
+                           render=toy.render, generator=torch.Generator())
+    assert result.inverse.residual < 1e-10
+    fd = finite_difference(toy, psi, train)
+    names = list(fd)
+    cos, rel = agreement(flat(result.grads, names), flat(fd, names))
+    assert cos >= 0.95 and rel <= 0.10, (cos, rel)
+    assert cos > 0.9999 and rel < 1e-4  # in float64 with an exact θ* the agreement is in fact much closer
+
+
+def patchwise_vjp(render, patch=5):
+    """A Tool 3 style hook: the image's pixels in patches, each patch's VJP computed alone and summed."""
+
+    def vjp(obj, params, upstream):
+        total = None
+        for start in range(0, upstream[0].numel(), patch):
+            leaves = [t.detach().requires_grad_(True) for t in params.tensors()]
+            images, _ = render(obj, params.with_tensors(leaves))
+            piece = images.flatten(1)[:, start:start + patch]
+            grads = torch.autograd.grad(piece, leaves, upstream.flatten(1)[:, start:start + patch], allow_unused=True)
+            grads = [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads)]
+            total = grads if total is None else [a + b for a, b in zip(total, grads)]
+        return params.with_tensors(total)
+
+    return vjp
+
+
+def test_patchwise_hook_and_replay_batches_give_the_same_pathwise_gradient(toy):
+    psi, train, task, _ = setup(toy, tau=0.3)
+    v = inverse_hvp(task.hvp, task.val_grad(), EXACT).v
+    reference = pathwise(psi, train, task, v, full_image_vjp(toy.render))
+    patched = pathwise(psi, train, task, v, patchwise_vjp(toy.render), replay_batch=5)
+    for name in reference:
+        torch.testing.assert_close(patched[name], reference[name])
+
+
+def test_score_function_is_unbiased_and_influence_is_exact(toy):
+    psi, train, task, theta = setup(toy, tau=None, trainable=("azimuth",))
+    v = inverse_hvp(task.hvp, task.val_grad(), EXACT).v
+    exact = exact_expected_gradient(psi, toy.render, theta, v, COUNTS)
+    names = list(exact)
+    want = flat(exact, names)
+
+    # many draws: one large discrete set with the counts' proportions is the mean of many small ones
+    big = draw_training_set(psi, {o: 100 * n for o, n in COUNTS.items()}, toy.render, torch.Generator().manual_seed(5), None)
+    sf = flat(score_function(psi, big, task, v), names)
+    cos, rel = agreement(sf, want)
+    assert cos >= 0.97 and rel <= 0.25, (cos, rel)
+
+    inf = flat(influence(psi, train, task, v, toy.render, torch.Generator().manual_seed(6), probes_per_bin=16), names)
+    cos, rel = agreement(inf, want)
+    assert cos >= 0.999 and rel <= 0.03, (cos, rel)
+
+
+def test_every_method_gives_every_trainable_leaf(toy):
+    for method in ("nso", "autosim", "influence"):
+        config = HypergradientConfig(method=method, inverse_hvp=EXACT)
+        psi = toy.psi()
+        train = draw_training_set(psi, COUNTS, toy.render, torch.Generator().manual_seed(1), config.draw_tau)
+        theta = fit(train.images, train.targets, toy.config.l2)
+        result = hypergradient(psi, train, toy.task(theta, train.images, train.targets), config,
+                               render=toy.render, generator=torch.Generator().manual_seed(2))
+        assert set(result.grads) == set(psi.trainable())
+        assert all(torch.isfinite(g).all() for g in result.grads.values())
+        if method == "influence":  # lighting by the pathwise gradient through the renderer
+            assert result.grads["a/lighting"].abs().sum() > 0
+        if method == "autosim":  # lighting is not sampled: the score function cannot see it
+            assert result.grads["a/lighting"].abs().sum() == 0
+
+
+def test_score_function_refuses_relaxed_draws_and_bad_config(toy):
+    psi, train, task, _ = setup(toy, tau=0.1)
+    with pytest.raises(ValueError, match="discrete"):
+        score_function(psi, train, task, torch.zeros(25, dtype=torch.float64))
+    with pytest.raises(UserError, match="method"):
+        HypergradientConfig(method="magic")
+
+
+def test_render_params_select_keeps_bins():
+    p = RenderParams(*(torch.arange(4.0) for _ in range(3)), torch.ones(4, 2), {"azimuth": torch.arange(4)})
+    assert torch.equal(p.select(slice(1, 3)).bins["azimuth"], torch.tensor([1, 2]))

@@ -1,0 +1,66 @@
+"""ψ optimisers: descent direction, normalised step length, Adam, simplex projection, bad settings."""
+
+import pytest
+import torch
+
+from neuralsim.errors import UserError
+from neuralsim.sampling.optim import PsiOptimizer, PsiOptimizerConfig
+from neuralsim.sampling.psi import DTYPE, PsiInit, init_psi
+
+
+def make_psi():
+    return init_psi(PsiInit(["o"], lighting=["a", "b", "c"])).set_trainable(["azimuth", "lighting"])
+
+
+@pytest.mark.parametrize("method", ["sgd", "normalized", "adam"])
+def test_step_descends_a_quadratic(method):
+    psi = make_psi()
+    target = torch.linspace(-1, 1, 8, dtype=DTYPE)
+    opt = PsiOptimizer(psi, PsiOptimizerConfig(method=method, lr=0.05))
+    logits = psi.objects["o"].factors["azimuth"].logits
+
+    def loss():
+        return float(((logits.detach() - target) ** 2).sum())
+
+    start = loss()
+    for _ in range(20):
+        grads = {n: torch.zeros_like(t) for n, t in psi.trainable().items()}
+        grads["o/azimuth"] = 2 * (logits.detach() - target)
+        opt.step(grads)
+    assert loss() < 0.5 * start
+
+
+def test_normalized_step_has_length_lr_and_lighting_stays_on_simplex():
+    psi = make_psi()
+    opt = PsiOptimizer(psi, PsiOptimizerConfig(method="normalized", lr=0.3))
+    grads = {"o/azimuth": torch.full((8,), 1e-9, dtype=DTYPE), "o/lighting": torch.tensor([1e-9, 0, -5e-9], dtype=DTYPE)}
+    assert opt.step(grads) == pytest.approx(0.3, rel=0.2)  # the projection can shorten the lighting part
+    w = psi.objects["o"].lighting.weights()
+    assert torch.all(w >= 0) and torch.isclose(w.sum(), torch.tensor(1.0, dtype=DTYPE))
+    assert w[2] > w[0]
+
+
+@pytest.mark.parametrize("lr", [0.0, -1.0, float("nan")])
+def test_step_size_never_silently_zero(lr):
+    with pytest.raises(UserError, match="step size"):
+        PsiOptimizerConfig(lr=lr)
+
+
+def test_nan_hypergradient_stops_with_a_clear_message():
+    psi = make_psi()
+    opt = PsiOptimizer(psi, PsiOptimizerConfig())
+    before = psi.objects["o"].factors["azimuth"].logits.clone()
+    grads = {n: torch.zeros_like(t) for n, t in psi.trainable().items()}
+    grads["o/azimuth"][3] = float("nan")
+    with pytest.raises(UserError, match="not finite"):
+        opt.step(grads)
+    assert torch.equal(before, psi.objects["o"].factors["azimuth"].logits)
+
+
+def test_adam_state_round_trip():
+    psi = make_psi()
+    opt = PsiOptimizer(psi, PsiOptimizerConfig(method="adam", lr=0.1))
+    opt.step({n: torch.ones_like(t) for n, t in psi.trainable().items()})
+    other = PsiOptimizer(psi, PsiOptimizerConfig(method="adam", lr=0.1))
+    other.load_state_dict(opt.state_dict())
+    assert other.t == 1 and torch.equal(other.m["o/azimuth"], opt.m["o/azimuth"])
