@@ -19,6 +19,10 @@ app = typer.Typer(
 # Modules that define `register(app)`; each adds its commands.
 _COMMAND_MODULES = [
     "neuralsim.assets.cli",
+    "neuralsim.tasks.cli",
+    "neuralsim.fit.cli",
+    "neuralsim.bilevel.cli",
+    "neuralsim.experiments.cli",
 ]
 
 for _name in _COMMAND_MODULES:

@@ -238,3 +238,28 @@ def progress(transient: bool = False) -> Progress:
         TimeRemainingColumn(),
         transient=transient,
     )
+
+
+def from_plain(cls: type, data: Any, what: str = "config") -> Any:
+    """Rebuild a (nested) config dataclass from plain data; unknown keys are an error naming them."""
+    import typing
+
+    if not isinstance(data, dict):
+        raise UserError(f"{what} must be a JSON object, got {type(data).__name__}.")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise UserError(f"{what} has unknown setting(s) {unknown}; known: {sorted(names)}.")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = from_plain(hint, value, f"{what}.{key}")
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise UserError(f"{what} is inconsistent ({e}).") from None

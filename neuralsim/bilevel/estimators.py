@@ -113,7 +113,7 @@ def probe_bin_means(obj: ObjectPsi, factor: str, name: str, render: Render, task
     jitter = (torch.arange(probes, dtype=v.dtype).repeat(k) + noise.factors[factor].jitter) / probes
     values = obj.factors[factor].value_in_bin(bins, jitter)
     tensors = dict(zip(RenderParams.CONTINUOUS, params.tensors())) | {FIELD_OF[factor]: values}
-    params = RenderParams(**tensors, bins=params.bins | {factor: bins})
+    params = RenderParams(**tensors, bins=params.bins | {factor: bins}, placement=params.placement)
     with torch.no_grad():
         images, targets = render(name, params)
     return task.grad_dot(images, targets, v).reshape(k, probes).mean(dim=1)

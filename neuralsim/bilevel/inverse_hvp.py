@@ -41,7 +41,11 @@ class InverseHVPResult:
 
 
 def conjugate_gradient(apply_a: HVP, g: Tensor, iterations: int, tol: float) -> tuple[Tensor, int]:
-    """Solve A v = g for symmetric positive definite A given as a callable, from v = 0."""
+    """Solve A v = g for symmetric positive definite A given as a callable, from v = 0.
+
+    A detector's Hessian need not be positive definite even after damping: on a direction of non-positive
+    curvature CG stops (truncated CG, as in Newton-CG) and returns its iterate so far, or g itself if that
+    happens at once, instead of stepping to a meaningless point."""
     v = torch.zeros_like(g)
     r = g.clone()
     d = r.clone()
@@ -51,7 +55,10 @@ def conjugate_gradient(apply_a: HVP, g: Tensor, iterations: int, tol: float) -> 
         if torch.sqrt(rr) <= tol * g_norm:
             return v, i
         ad = apply_a(d)
-        alpha = rr / (d @ ad)
+        curvature = d @ ad
+        if curvature <= 0:
+            return (g.clone() if i == 0 else v), i + 1
+        alpha = rr / curvature
         v = v + alpha * d
         r = r - alpha * ad
         rr_new = r @ r

@@ -49,3 +49,13 @@ def ensure_scene_set(root: Path, cfg) -> Path:
     from neuralsim.assets.scenes import make_scene_set
 
     return cached(root, "scenes", cfg.name, cfg, lambda out: make_scene_set(cfg, out))
+
+
+def ensure_field(root: Path, capture_dir: Path, cfg, device: str = "cpu") -> Path:
+    """A radiance field fitted to `capture_dir` under `FitConfig` `cfg`."""
+    import torch
+
+    from neuralsim.fit.trainer import fit
+
+    return cached(root, "fields", Path(capture_dir).name, {"capture": str(capture_dir), "config": cfg},
+                  lambda out: fit(capture_dir, out, cfg, device=torch.device(device), show_progress=False))

@@ -26,6 +26,7 @@ from neuralsim.sampling.bins import DEFAULT_RANGES, FACTORS, FactorBins, Lightin
 DTYPE = torch.float64
 LOGIT_FLOOR = -30.0  # logit of a bin whose probability is 0 in a JSON file without logits (p ≈ 1e-13 · p_max)
 LIGHTING_PARAMETERISATIONS = ("simplex", "logits")
+PLACEMENT_DIMS = 3  # per-image uniforms for the renderer: image-plane shift x, y and the background
 
 
 # ----------------------------------------------------------------------------- noise and draws
@@ -47,12 +48,13 @@ class ObjectNoise:
     """The noise of n draws of one object's render parameters; replaying it gives the same parameters."""
 
     factors: dict[str, FactorNoise]
+    placement: Tensor  # (n, PLACEMENT_DIMS) U(0, 1): the renderer's own per-image draws (shift, background)
 
     def __len__(self) -> int:
-        return len(next(iter(self.factors.values())).jitter)
+        return len(self.placement)
 
     def select(self, index: Tensor | slice) -> "ObjectNoise":
-        return ObjectNoise({f: n.select(index) for f, n in self.factors.items()})
+        return ObjectNoise({f: n.select(index) for f, n in self.factors.items()}, self.placement[index])
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class RenderParams:
     radius: Tensor  # (n,) object-space units
     lighting: Tensor  # (n, L) weights over the lighting conditions' appearance anchors
     bins: dict[str, Tensor] = field(default_factory=dict)  # factor → (n,) long, the bin each value came from
+    placement: Tensor | None = None  # (n, PLACEMENT_DIMS) U(0, 1) noise the renderer uses for shift and background
 
     CONTINUOUS = ("azimuth_deg", "elevation_deg", "radius", "lighting")
 
@@ -82,7 +85,8 @@ class RenderParams:
 
     def select(self, index: Tensor | slice) -> "RenderParams":
         return replace(self.with_tensors(t[index] for t in self.tensors()),
-                       bins={f: b[index] for f, b in self.bins.items()})
+                       bins={f: b[index] for f, b in self.bins.items()},
+                       placement=None if self.placement is None else self.placement[index])
 
 
 def sample_gumbel(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype = DTYPE) -> Tensor:
@@ -258,28 +262,29 @@ class ObjectPsi:
     lighting: LightingPsi
 
     def draw_noise(self, n: int, generator: torch.Generator) -> ObjectNoise:
-        return ObjectNoise({f: self.factors[f].draw_noise(n, generator) for f in FACTORS})
+        factors = {f: self.factors[f].draw_noise(n, generator) for f in FACTORS}
+        return ObjectNoise(factors, torch.rand((n, PLACEMENT_DIMS), generator=generator, dtype=DTYPE))
 
     def relaxed(self, noise: ObjectNoise, tau: float) -> RenderParams:
         """Tool 1 draws, differentiable in ψ; `bins` holds the argmax bin of each relaxed draw."""
         values = {f: self.factors[f].relaxed(noise.factors[f], tau) for f in FACTORS}
         bins = {f: self.factors[f].hard_bins(noise.factors[f]) for f in FACTORS}
-        return self._params(values, bins, len(noise))
+        return self._params(values, bins, noise)
 
     def discrete(self, noise: ObjectNoise) -> RenderParams:
         """Exact draws: bin ~ Categorical(p) by Gumbel-max, value uniform in the bin; no gradient to the logits."""
         bins = {f: self.factors[f].hard_bins(noise.factors[f]) for f in FACTORS}
         values = {f: self.factors[f].value_in_bin(bins[f], noise.factors[f].jitter) for f in FACTORS}
-        return self._params(values, bins, len(noise))
+        return self._params(values, bins, noise)
 
     def log_prob(self, bins: dict[str, Tensor]) -> Tensor:
         """log p(V) of discrete draws, (n,): the sum over factors of the bin log-probabilities (the within-bin
         density 1/w does not depend on ψ)."""
         return sum(self.factors[f].log_probs()[bins[f]] for f in FACTORS)
 
-    def _params(self, values: dict[str, Tensor], bins: dict[str, Tensor], n: int) -> RenderParams:
-        lighting = self.lighting.weights().expand(n, -1)  # (n, L)
-        return RenderParams(values["azimuth"], values["elevation"], values["radius"], lighting, bins)
+    def _params(self, values: dict[str, Tensor], bins: dict[str, Tensor], noise: ObjectNoise) -> RenderParams:
+        lighting = self.lighting.weights().expand(len(noise), -1)  # (n, L)
+        return RenderParams(values["azimuth"], values["elevation"], values["radius"], lighting, bins, noise.placement)
 
     def parameters(self) -> dict[str, Tensor]:
         return {**{f: self.factors[f].logits for f in FACTORS}, "lighting": self.lighting.param}

@@ -56,3 +56,15 @@ def test_autograd_hvp_and_val_grad_match_the_closed_form(toy):
     grad = f.T @ (s - y) / len(f) + toy.config.l2 * theta
     torch.testing.assert_close(task.val_grad(), grad)
     torch.testing.assert_close(task.val_grad(), grad)  # computed afresh: no accumulation on a second call
+
+
+def test_cg_stops_on_negative_curvature():
+    from neuralsim.bilevel.inverse_hvp import conjugate_gradient
+
+    a = torch.diag(torch.tensor([2.0, -1.0], dtype=torch.float64))
+    g = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    v, spent = conjugate_gradient(lambda x: a @ x, g, iterations=10, tol=1e-12)
+    assert torch.isfinite(v).all() and spent <= 2
+    assert float(v @ g) > 0  # still a direction that agrees with g
+    v0, spent0 = conjugate_gradient(lambda x: -x, g, iterations=10, tol=1e-12)
+    assert spent0 == 1 and torch.equal(v0, g)

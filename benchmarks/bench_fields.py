@@ -1,0 +1,193 @@
+"""Radiance-field benchmarks: fit time and held-out PSNR of the six paper objects, render throughput against
+a vanilla NeRF, and peak memory of the patch-wise backward. Results print as Markdown and go to a JSON file.
+
+    python benchmarks/bench_fields.py fit --sizes 64 --steps 1500 --out bench_out/fields
+    python benchmarks/bench_fields.py throughput --field bench_out/fields/fields/025_mug_64
+    python benchmarks/bench_fields.py memory --field bench_out/fields/fields/025_mug_64
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from vanilla_nerf import VanillaNeRF, render_vanilla  # noqa: E402
+
+from neuralsim.fields import load_field  # noqa: E402
+from neuralsim.fit import FitConfig, fit  # noqa: E402
+from neuralsim.render import Placement, backward_scene_patchwise, render  # noqa: E402
+from neuralsim.runtime import resolve_device  # noqa: E402
+
+PAPER_OBJECTS = ["002_master_chef_can", "003_cracker_box", "009_gelatin_box", "019_pitcher_base", "025_mug",
+                 "035_power_drill"]
+LIGHTING = "studio,warm_left,cool_right,dim_top"
+TARGET_PSNR_DB = 28.0
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def _machine() -> str:
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{platform.processor() or 'cpu'}"
+    return f"{platform.node()} · {device} · torch {torch.__version__} · {torch.get_num_threads()} torch threads"
+
+
+def _seconds_to(metrics: Path, target_db: float) -> float | None:
+    """Training seconds at the first held-out evaluation whose mean PSNR reaches `target_db`."""
+    for line in metrics.read_text().splitlines():
+        record = json.loads(line)
+        if "test" in record and record["test"]["mean"]["psnr"] >= target_db:
+            return record["train_seconds"]
+    return None
+
+
+@app.command("fit")
+def fit_objects(
+    out: Annotated[Path, typer.Option(help="Folder for captures, fields and results.json.")] = Path("bench_out/fields"),
+    objects: Annotated[str, typer.Option(help="Comma-separated built-in objects.")] = ",".join(PAPER_OBJECTS),
+    sizes: Annotated[str, typer.Option(help="Comma-separated image sizes in pixels.")] = "64,128",
+    views: Annotated[int, typer.Option(help="Views per capture.")] = 100,
+    steps: Annotated[int, typer.Option(help="Fit steps per object.")] = 1500,
+    eval_every: Annotated[int, typer.Option(help="Steps between held-out evaluations (time-to-28 dB resolution).")] = 100,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Capture each object (Mitsuba), fit a field, and report held-out PSNR/SSIM and time to 28 dB."""
+    rows = []
+    for size in (int(s) for s in sizes.split(",")):
+        for name in objects.split(","):
+            capture = out / "captures" / f"{name}_{size}"
+            if not (capture / "transforms.json").is_file():
+                subprocess.run([sys.executable, "-m", "neuralsim.cli", "capture", name, "--views", str(views), "--size",
+                                str(size), "--lighting", LIGHTING, "--out", str(capture), "--overwrite"], check=True)
+            field_dir = out / "fields" / f"{name}_{size}"
+            started = time.perf_counter()
+            evaluation = fit(capture, field_dir, FitConfig(steps=steps, eval_every=eval_every), device=resolve_device(device),
+                             overwrite=True, show_progress=False)
+            row = {"object": name, "size": size, "steps": steps, "wall_seconds": time.perf_counter() - started,
+                   "train_seconds": json.loads((field_dir / "eval.json").read_text())["train_seconds"],
+                   "seconds_to_28db": _seconds_to(field_dir / "metrics.jsonl", TARGET_PSNR_DB), "test": evaluation}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    (out / "results.json").write_text(json.dumps({"machine": _machine(), "fit": rows}, indent=2))
+    print("\n| object | px | held-out PSNR dB (mean) | SSIM | PSNR per lighting | train s | s to 28 dB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        per = ", ".join(f"{k} {v['psnr']:.1f}" for k, v in r["test"].items() if k != "mean")
+        to28 = "—" if r["seconds_to_28db"] is None else f"{r['seconds_to_28db']:.0f}"
+        print(f"| {r['object']} | {r['size']} | {r['test']['mean']['psnr']:.2f} | {r['test']['mean']['ssim']:.3f} | {per} "
+              f"| {r['train_seconds']:.0f} | {to28} |")
+
+
+def _rays(count: int, radius: float = 4.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` rays from a camera at `radius` towards random points of the unit box (seeded)."""
+    g = torch.Generator().manual_seed(0)
+    origins = torch.tensor([radius, 0.0, 1.0]).expand(count, 3)
+    targets = (torch.rand(count, 3, generator=g) * 2 - 1) * 0.8
+    return origins.contiguous(), torch.nn.functional.normalize(targets - origins, dim=-1)
+
+
+def _timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / repeats
+
+
+@app.command("throughput")
+def throughput(
+    field: Annotated[Path, typer.Option(help="A fitted field folder.")],
+    size: Annotated[int, typer.Option(help="Image size of the grid-field renders (pixels).")] = 64,
+    vanilla_rays: Annotated[int, typer.Option(help="Rays per vanilla NeRF batch.")] = 1024,
+    repeats: Annotated[int, typer.Option(help="Timed repetitions.")] = 3,
+) -> None:
+    """Rays/s of the grid field (forward, forward+backward w.r.t. pose and lighting) against a vanilla NeRF."""
+    device = resolve_device("auto")
+    grid_field = load_field(field, device)
+    k = grid_field.anchor_count
+
+    def grid_forward():
+        with torch.no_grad():
+            render(grid_field, 30.0, 20.0, 4.0, torch.full((k,), 1.0 / k, device=device), size, 40.0)
+
+    def grid_backward():
+        azimuth = torch.tensor(30.0, device=device, requires_grad=True)
+        weights = torch.full((k,), 1.0 / k, device=device, requires_grad=True)
+        out = render(grid_field, azimuth, 20.0, 4.0, weights, size, 40.0)
+        (out.rgb.sum() + out.alpha.sum()).backward()
+
+    coarse, fine = VanillaNeRF().to(device), VanillaNeRF().to(device)
+    origins, dirs = (x.to(device) for x in _rays(vanilla_rays))
+
+    def vanilla_forward():
+        with torch.no_grad():
+            render_vanilla(coarse, fine, origins, dirs, 2.0, 6.0, torch.Generator(device=device).manual_seed(0))
+
+    def vanilla_backward():
+        origins_leaf = origins.clone().requires_grad_(True)
+        render_vanilla(coarse, fine, origins_leaf, dirs, 2.0, 6.0, torch.Generator(device=device).manual_seed(0)).sum().backward()
+
+    pixels = size * size
+    result = {
+        "machine": _machine(), "size": size,
+        "grid_forward_rays_per_s": pixels / _timed(grid_forward, repeats),
+        "grid_forward_backward_rays_per_s": pixels / _timed(grid_backward, repeats),
+        "vanilla_forward_rays_per_s": vanilla_rays / _timed(vanilla_forward, 1),
+        "vanilla_forward_backward_rays_per_s": vanilla_rays / _timed(vanilla_backward, 1),
+    }
+    print(json.dumps(result, indent=2))
+    for mode in ("forward", "forward_backward"):
+        grid, vanilla = result[f"grid_{mode}_rays_per_s"], result[f"vanilla_{mode}_rays_per_s"]
+        print(f"| {mode.replace('_', '+')} | {grid:,.0f} | {vanilla:,.0f} | {grid / vanilla:,.0f}× |")
+
+
+@app.command("memory-one", hidden=True)
+def memory_one(field: Path, size: int, patch_rays: int) -> None:
+    """One patch-wise backward at `size` px in this process; prints the peak memory it added (MiB)."""
+    device = resolve_device("auto")
+    grid_field = load_field(field, device)
+    k = grid_field.anchor_count
+    azimuth = torch.tensor(30.0, device=device, requires_grad=True)
+    weights = torch.full((k,), 1.0 / k, device=device, requires_grad=True)
+    grad_image = torch.ones(size, size, 3, device=device)
+    placements = [Placement(grid_field, azimuth, 20.0, 4.0, weights)]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    backward_scene_patchwise(placements, size, 40.0, grad_image, patch_rays=patch_rays)
+    after = torch.cuda.max_memory_allocated() if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"size": size, "patch_rays": patch_rays, "peak_added_mib": (after - before) / 2**20,
+                      "azimuth_grad": azimuth.grad.item()}))
+
+
+@app.command("memory")
+def memory(
+    field: Annotated[Path, typer.Option(help="A fitted field folder.")],
+    sizes: Annotated[str, typer.Option(help="Comma-separated image sizes.")] = "64,128,256",
+    patch_rays: Annotated[int, typer.Option(help="Rays per patch.")] = 1024,
+) -> None:
+    """Peak memory added by a patch-wise backward at each size (fresh process each; RSS on CPU)."""
+    rows = []
+    for size in sizes.split(","):
+        done = subprocess.run([sys.executable, __file__, "memory-one", str(field), size, str(patch_rays)],
+                              capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(json.dumps({"machine": _machine(), "memory": rows}, indent=2))
+    for row in rows:
+        print(f"| {row['size']} | {row['patch_rays']} | {row['peak_added_mib']:.1f} |")
+
+
+if __name__ == "__main__":
+    app()

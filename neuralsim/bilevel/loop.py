@@ -1,0 +1,286 @@
+"""The bilevel loop (DESIGN.md §2): draw D_train(ψ) from the fields, train the detector, estimate
+dL_val/dψ (nso / autosim / influence / lts, or none for ns), step ψ, score the test set, checkpoint.
+
+Every outer step t uses its own generator seeded from (seed, t), and the checkpoint after step t holds
+ψ, the ψ optimiser, the LTS baseline and the detector, so `--resume` reproduces an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuralsim.bilevel.data import TrainingSet, draw_training_set
+from neuralsim.bilevel.detector_task import DetectorTask
+from neuralsim.bilevel.estimators import HypergradientConfig, hypergradient
+from neuralsim.bilevel.field_source import FieldSource, SourceConfig, load_fields
+from neuralsim.bilevel.reinforce import Reinforce, ReinforceConfig
+from neuralsim.data.coco import load_coco
+from neuralsim.errors import UserError
+from neuralsim.runtime import RunDir, atomic_write_json, derive_seed, from_plain, read_json, resolve_device, to_plain
+from neuralsim.sampling.optim import PsiOptimizer, PsiOptimizerConfig
+from neuralsim.sampling.psi import Psi, PsiInit, init_psi
+from neuralsim.tasks.checkpoint import load_detector, save_detector
+from neuralsim.tasks.data import CocoDetectionData, TensorDetectionData
+from neuralsim.tasks.detector import DetectorConfig, build_from_config
+from neuralsim.tasks.evaluate import evaluate_detector
+from neuralsim.tasks.second_order import per_image_loss
+from neuralsim.tasks.train import TrainConfig, train_detector
+
+METHODS = ("ns", "nso", "autosim", "influence", "lts")
+
+
+@dataclass
+class OptimizeConfig:
+    """Everything one `neuralsim optimize` run needs; saved as the run's config.json."""
+
+    fields: dict[str, str]
+    """Object (COCO category name) → fitted field folder."""
+    val: str
+    """Validation COCO set (drives ψ)."""
+    test: str
+    """Test COCO set (reported, never used for ψ)."""
+    psi: str | None = None
+    """Initial ψ file; None: uniform over `bins`."""
+    bins: dict[str, int] = field(default_factory=lambda: {"azimuth": 8, "elevation": 1, "radius": 1})
+    """Bins per factor when ψ starts uniform."""
+    lighting: list[str] = field(default_factory=lambda: ["studio"])
+    """Lighting conditions (field anchors) ψ mixes when it starts uniform."""
+    factors: list[str] = field(default_factory=lambda: ["azimuth"])
+    """Factors of ψ to optimise: azimuth, elevation, radius, lighting."""
+    method: str = "nso"
+    """ns (no optimisation), nso (Neural-Sim pathwise), autosim (score function), influence (ours), lts (REINFORCE)."""
+    steps: int = 20
+    """Outer steps."""
+    images_per_object: int = 50
+    """Training images rendered per object per outer step."""
+    source: SourceConfig = field(default_factory=SourceConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    """Detector built from scratch when `detector_init` is None (num_classes and names come from the val set)."""
+    detector_init: str | None = None
+    """A detector folder (e.g. pre-trained on uniform-ψ data) to start from."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, trainable="heads", init="warm", warmup_steps=10))
+    theta: str = "heads"
+    """θ of the hypergradient: 'heads', 'heads+fpn', 'all' or a regex on parameter names."""
+    hypergradient: HypergradientConfig = field(default_factory=HypergradientConfig)
+    psi_optimizer: PsiOptimizerConfig = field(default_factory=PsiOptimizerConfig)
+    hvp_images: int = 48
+    """Training images in the Hessian's subsample."""
+    lts: ReinforceConfig = field(default_factory=ReinforceConfig)
+    batch_size: int = 16
+    """Images per batch in second-order computations and evaluation."""
+    seed: int = 0
+    device: str = "auto"
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}.")
+        if self.steps < 1 or self.images_per_object < 1 or self.hvp_images < 1:
+            raise UserError("steps, images_per_object and hvp_images must be at least 1.")
+        if self.method != "ns" and not self.factors:
+            raise UserError(f"method {self.method} needs at least one factor of ψ to optimise (factors is empty).")
+        if self.source.size != self.detector.image_size and self.detector_init is None:
+            raise UserError(f"source.size ({self.source.size}) and detector.image_size ({self.detector.image_size}) differ.")
+
+
+def load_config(path: str | Path) -> OptimizeConfig:
+    return from_plain(OptimizeConfig, read_json(path, "Optimize config"), f"Optimize config {path}")
+
+
+class BilevelRun:
+    """One run directory: its data, ψ, detector and ψ optimiser, stepped one outer step at a time."""
+
+    def __init__(self, cfg: OptimizeConfig, out: str | Path, resume: bool = False, overwrite: bool = False):
+        cfg.validate()
+        self.cfg, self.device = cfg, resolve_device(cfg.device)
+        self.val_set, self.test_set = load_coco(cfg.val), load_coco(cfg.test)
+        self.names = self.val_set.category_names
+        if self.test_set.category_names != self.names:
+            raise UserError(f"The test set's categories {self.test_set.category_names} differ from the validation "
+                            f"set's {self.names}.")
+        self.val, self.test = CocoDetectionData(self.val_set), CocoDetectionData(self.test_set)
+        if self.val.height != cfg.source.size:
+            raise UserError(f"Validation images are {self.val.width}x{self.val.height} px but source.size is {cfg.source.size}.")
+        self.psi = self._initial_psi()
+        self.fields = load_fields({o: cfg.fields[o] for o in self.names if o in cfg.fields})
+        self.source = FieldSource(self.fields, self.names, self.psi_lighting(), cfg.source)
+        self.run = RunDir(out, to_plain(cfg), resume=resume, overwrite=overwrite)
+        self.model = self._initial_detector()
+        self.optimizer = PsiOptimizer(self.psi, cfg.psi_optimizer)
+        self.lts = Reinforce(self._lts_train_and_evaluate, self.source, cfg.lts)
+        self.next_step = 0
+        if resume:
+            self._load_checkpoint()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _initial_psi(self) -> Psi:
+        cfg = self.cfg
+        if cfg.psi is not None:
+            psi = Psi.load(cfg.psi)
+        else:
+            psi = init_psi(PsiInit(objects=list(self.names), bins=dict(cfg.bins), lighting=list(cfg.lighting)))
+        missing = [o for o in self.names if o not in psi.objects]
+        if missing:
+            raise UserError(f"ψ has no distribution for object(s) {missing} of the validation set.")
+        psi = Psi({o: psi.objects[o] for o in self.names})
+        return psi.set_trainable([] if cfg.method == "ns" else cfg.factors)
+
+    def psi_lighting(self) -> list[str]:
+        names = {tuple(o.lighting.names) for o in self.psi.objects.values()}
+        if len(names) != 1:
+            raise UserError("Every object of ψ must mix the same lighting conditions.")
+        return list(names.pop())
+
+    def _initial_detector(self):
+        cfg = self.cfg
+        if cfg.detector_init is not None:
+            model = load_detector(cfg.detector_init)
+            if model.config.num_classes != len(self.names):
+                raise UserError(f"Detector {cfg.detector_init} has {model.config.num_classes} classes but the "
+                                f"validation set has {len(self.names)}.")
+        else:
+            dcfg = copy.deepcopy(cfg.detector)
+            dcfg.num_classes, dcfg.category_names = len(self.names), list(self.names)
+            model = build_from_config(dcfg, seed=derive_seed(cfg.seed, "detector"))
+        return model.to(self.device)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run.path / "checkpoint"
+
+    def _save_checkpoint(self, step: int) -> None:
+        save_detector(self.model, self.checkpoint_dir / "detector")
+        atomic_write_json(self.checkpoint_dir / "state.json", {
+            "step": step, "psi": self.psi.to_json(), "psi_optimizer": self.optimizer.state_dict(),
+            "lts_baseline": self.lts.baseline})
+        self.psi.save(self.run.path / "psi.json")
+
+    def _load_checkpoint(self) -> None:
+        path = self.checkpoint_dir / "state.json"
+        if not path.is_file():
+            return  # killed before the first step finished: start from the beginning
+        state = read_json(path, "Checkpoint")
+        trainable = [n.split("/")[-1] for n in self.psi.trainable()]
+        self.psi.objects = Psi.from_json(state["psi"], "checkpointed ψ").objects
+        self.psi.set_trainable(set(trainable))
+        self.optimizer = PsiOptimizer(self.psi, self.cfg.psi_optimizer)
+        self.optimizer.load_state_dict(state["psi_optimizer"])
+        self.lts.baseline = state["lts_baseline"]
+        self.model = load_detector(self.checkpoint_dir / "detector", self.device)
+        self.next_step = int(state["step"]) + 1
+        self.run.truncate_metrics(int(state["step"]))
+
+    # ------------------------------------------------------------------ one outer step
+
+    def counts(self) -> dict[str, int]:
+        return {o: self.cfg.images_per_object for o in self.names}
+
+    def _train(self, model, train: TrainingSet, step: int) -> None:
+        data = TensorDetectionData(train.images, train.targets, list(self.names))
+        tcfg = dataclasses.replace(self.cfg.train, seed=derive_seed(self.cfg.seed, "train", step)) if self.cfg.train.init == "warm" \
+            else self.cfg.train
+        train_detector(model, data, tcfg, show_progress=False)
+
+    @torch.no_grad()
+    def val_loss(self, model) -> float:
+        model.eval()
+        total = 0.0
+        for start in range(0, len(self.val), self.cfg.batch_size):
+            images, targets = self.val.batch(list(range(start, min(start + self.cfg.batch_size, len(self.val)))))
+            targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
+            total += float(model(images.to(self.device), targets, detect=False).loss_per_image().sum())
+        return total / len(self.val)
+
+    def _lts_train_and_evaluate(self, train: TrainingSet) -> float:
+        model = copy.deepcopy(self._lts_base)
+        self._train(model, train, self._step)
+        self._lts_models.append(model)
+        return -self.val_loss(model)
+
+    def step(self, t: int) -> dict:
+        cfg, timing = self.cfg, {}
+        generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "step", t))
+        start = time.perf_counter()
+        cg_residual, grads = None, None
+        psi_used = self.psi.probabilities()  # ψ_t, which drew this step's data
+        if cfg.method == "lts":
+            self._lts_base, self._lts_models, self._step = self.model, [], t
+            grads, rewards = self.lts.hypergradient(self.psi, self.counts(), generator)
+            self.model = self._lts_models[0]  # trained on a set drawn from ψ_t, like every other method's
+            timing["lts"] = time.perf_counter() - start
+            train = None
+        else:
+            tau = cfg.hypergradient.draw_tau if cfg.method != "ns" else None
+            train = draw_training_set(self.psi, self.counts(), self.source, generator, tau)
+            timing["render"] = time.perf_counter() - start
+            tick = time.perf_counter()
+            self._train(self.model, train, t)
+            timing["train"] = time.perf_counter() - tick
+            if cfg.method != "ns":
+                tick = time.perf_counter()
+                sub = torch.randperm(len(train), generator=generator)[: cfg.hvp_images]
+                task = DetectorTask(self.model, cfg.theta, train.images[sub], [train.targets[i] for i in sub],
+                                    self.val, cfg.batch_size)
+                result = hypergradient(self.psi, train, task, cfg.hypergradient, render=self.source,
+                                       generator=generator, render_vjp=self.source.vjp)
+                grads, cg_residual = result.grads, result.inverse.residual
+                timing["hypergradient"] = time.perf_counter() - tick
+        if grads is not None:
+            self.optimizer.step(grads)
+        tick = time.perf_counter()
+        val_loss = self.val_loss(self.model)
+        test = evaluate_detector(self.model, self.test, batch_size=cfg.batch_size)
+        timing["evaluate"] = time.perf_counter() - tick
+        timing["total"] = time.perf_counter() - start
+        if train is not None and t in (0, cfg.steps - 1):
+            self._save_samples(train, t)
+        record = {
+            "method": cfg.method, "val_loss": val_loss, "test_ap": test.ap, "test_ap50": test.ap50,
+            "per_class": test.per_class, "psi": psi_used, "psi_after": self.psi.probabilities(), "cg_residual": cg_residual,
+            "hypergradient_norm": None if grads is None else float(torch.sqrt(sum((g * g).sum() for g in grads.values()))),
+            "seconds": timing, "peak_memory_mb": peak_memory_mb(self.device),
+            "detector_trainings": cfg.lts.datasets if cfg.method == "lts" else 1,
+            "images_rendered": len(self.names) * cfg.images_per_object * (cfg.lts.datasets if cfg.method == "lts" else 1),
+        }
+        self.run.log(t, **record)
+        self._save_checkpoint(t)
+        return record
+
+    def _save_samples(self, train: TrainingSet, t: int) -> None:
+        """A few generated training images (two per object) with their boxes, for the report."""
+        from neuralsim.runtime import atomic_save_png
+
+        picks = [d.rows.start + i for d in train.draws for i in range(min(2, d.rows.stop - d.rows.start))]
+        tiles = []
+        for j in picks:
+            img = (train.images[j].permute(1, 2, 0).numpy() * 255).astype(np.uint8).copy()
+            for box in train.targets[j]["boxes"].numpy().astype(int):
+                x1, y1, x2, y2 = np.clip(box, 0, [img.shape[1] - 1, img.shape[0] - 1] * 2)
+                img[y1, x1:x2 + 1] = img[y2, x1:x2 + 1] = img[y1:y2 + 1, x1] = img[y1:y2 + 1, x2] = [0, 255, 0]
+            tiles.append(img)
+        atomic_save_png(self.run.path / "samples" / f"step_{t:03d}.png", np.concatenate(tiles, axis=1))
+
+    def run_all(self, on_step=None) -> Path:
+        for t in range(self.next_step, self.cfg.steps):
+            record = self.step(t)
+            if on_step is not None:
+                on_step(t, record)
+        self.run.close()
+        return self.run.path
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: CUDA allocations on a GPU, else the resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -1,0 +1,108 @@
+"""The comparison report of a benchmark grid: AP of the biased objects per method and initialisation
+(mean and spread over seeds, paper Fig. 4), ψ against the test distribution (Fig. 6, with total-variation
+distances), the per-class table (Table 1) and the compute each method spent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from neuralsim.experiments.gaps import GAPS, total_variation
+from neuralsim.experiments.report import Report, plot_method_bars, plot_psi_history
+from neuralsim.runtime import atomic_write_json, read_json
+
+
+def _runs(out: Path) -> dict[tuple[str, str, int], list[dict]]:
+    runs = {}
+    for path in sorted((out / "runs").glob("*-s*")):
+        init, method, seed = path.name.rsplit("-", 2)[0], path.name.rsplit("-", 2)[1], int(path.name.rsplit("-s", 1)[1])
+        metrics = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()] \
+            if (path / "metrics.jsonl").is_file() else []
+        if metrics:
+            runs[(init, method, seed)] = metrics
+    return runs
+
+
+def summarise(out: str | Path) -> dict:
+    """Plain numbers of the grid: final AP per biased object, TV to the test distribution, compute."""
+    from neuralsim.experiments.gaps import target_probs
+
+    out = Path(out)
+    bench = read_json(out / "bench.json", "Benchmark record")["bench"]
+    gap = GAPS[bench["gap"]]
+    factor = gap.factor
+    rows = []
+    for (init, method, seed), metrics in _runs(out).items():
+        last = metrics[-1]
+        row = {"init": init, "method": method, "seed": seed, "steps": len(metrics), "test_ap": last["test_ap"],
+               "test_ap50": last["test_ap50"],
+               "trainings": sum(m["detector_trainings"] for m in metrics),
+               "images": sum(m["images_rendered"] for m in metrics),
+               "seconds": sum(m["seconds"]["total"] for m in metrics)}
+        for obj in bench["biased"]:
+            row[f"ap/{obj}"] = last["per_class"][obj]["ap"]
+            row[f"ap50/{obj}"] = last["per_class"][obj]["ap50"]
+            target = target_probs(gap, obj)
+            row[f"tv_first/{obj}"] = total_variation(metrics[0]["psi"][obj][factor], target)
+            row[f"tv_last/{obj}"] = total_variation(last["psi_after"][obj][factor], target)
+        rows.append(row)
+    summary = {"gap": bench["gap"], "biased": bench["biased"], "rows": rows}
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def write_bench_report(out: str | Path) -> Path:
+    from neuralsim.experiments.gaps import target_probs
+    from neuralsim.experiments.run_report import bin_labels
+    from neuralsim.sampling.psi import Psi
+
+    out = Path(out)
+    summary = summarise(out)
+    rows, biased = summary["rows"], summary["biased"]
+    gap = GAPS[summary["gap"]]
+    report = Report(f"neuralsim bench — {gap.name} gap")
+    if not rows:
+        report.paragraph("No run has finished a step yet.")
+        return report.save(out)
+    inits = sorted({r["init"] for r in rows}, key=["same", "uniform", "different"].index)
+    methods = [m for m in ("ns", "lts", "autosim", "nso", "influence") if any(r["method"] == m for r in rows)]
+    report.heading("Test AP of the biased objects (mean ± std over seeds, last outer step)")
+    table = []
+    for obj in biased:
+        mean = np.zeros((len(inits), len(methods)))
+        spread = np.zeros_like(mean)
+        for i, init in enumerate(inits):
+            for j, method in enumerate(methods):
+                values = [r[f"ap/{obj}"] or 0.0 for r in rows if r["init"] == init and r["method"] == method]
+                mean[i, j], spread[i, j] = (np.mean(values), np.std(values)) if values else (np.nan, 0.0)
+                if values:
+                    tv = [r[f"tv_last/{obj}"] for r in rows if r["init"] == init and r["method"] == method]
+                    table.append([obj, init, method, len(values), float(mean[i, j]), float(spread[i, j]),
+                                  float(np.mean(tv))])
+        report.figure(f"ap_{obj}", plot_method_bars(inits, methods, mean * 100, spread * 100, "AP (points)",
+                                                    f"{obj}: test AP by initialisation and method"))
+    report.table(["object", "ψ init", "method", "seeds", "AP mean", "AP std", "TV(ψ last, test)"], table)
+    report.heading("Compute per run (equal detector training for all but LTS)")
+    report.table(["method", "detector trainings", "images rendered", "seconds"],
+                 [[m, *np.mean([[r["trainings"], r["images"], r["seconds"]] for r in rows if r["method"] == m], 0).tolist()]
+                  for m in methods])
+    report.heading("ψ over the steps against the test distribution (seed 0)")
+    runs = _runs(out)
+    for (init, method, seed), metrics in sorted(runs.items()):
+        if seed != min(s for (_, _, s) in runs) or method == "ns":
+            continue
+        psi = Psi.load(out / "psi0" / f"{init}.json")
+        for obj in biased:
+            history = [np.array(m["psi"][obj][gap.factor]) for m in metrics] + [np.array(metrics[-1]["psi_after"][obj][gap.factor])]
+            report.figure(f"psi_{init}_{method}_{obj}", plot_psi_history(history, target_probs(gap, obj),
+                                                                         f"{obj} ({init}, {method})",
+                                                                         bin_labels(psi, obj, gap.factor)))
+    report.heading("Per-class test AP at the last step (mean over seeds and initialisations)")
+    classes = list(next(iter(runs.values()))[-1]["per_class"])
+    per_class = [[c, *[float(np.mean([(ms[-1]["per_class"][c]["ap"] or 0.0) for (i, m, s), ms in runs.items() if m == meth]))
+                       for meth in methods]] for c in classes]
+    per_class.append(["mAP", *[float(np.mean([row[k + 1] for row in per_class])) for k in range(len(methods))]])
+    report.table(["class", *methods], per_class)
+    return report.save(out)

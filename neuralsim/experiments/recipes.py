@@ -1,0 +1,187 @@
+"""The benchmark recipes (paper §4.1 on YCB-synthetic): make or reuse captures, fields, target sets and a
+detector pre-trained on uniform-ψ field data, then run every (initialisation, method, seed) as its own
+optimize run and compare them at equal compute. Each run is a plain function of its config and folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuralsim.assets.capture import CaptureConfig
+from neuralsim.assets.catalog import PAPER_SIX
+from neuralsim.assets.scenes import SceneSetConfig
+from neuralsim.bilevel.field_source import SourceConfig
+from neuralsim.bilevel.loop import BilevelRun, OptimizeConfig
+from neuralsim.errors import UserError
+from neuralsim.experiments.cache import cache_root, cached, ensure_capture, ensure_field, ensure_scene_set
+from neuralsim.experiments.gaps import GAPS, INITS, Gap, initial_distributions, target_distributions
+from neuralsim.fit.trainer import FitConfig
+from neuralsim.runtime import atomic_write_json, derive_seed, read_json, to_plain
+from neuralsim.sampling.bins import ObjectDistribution
+from neuralsim.sampling.psi import ObjectPsi, Psi
+from neuralsim.tasks.detector import DetectorConfig
+from neuralsim.tasks.train import TrainConfig
+
+
+@dataclass
+class BenchConfig:
+    """One gap experiment: assets, target sets, the pre-trained detector and the grid of runs."""
+
+    gap: str = "pose"
+    """pose, zoom or illumination."""
+    objects: list[str] = field(default_factory=lambda: list(PAPER_SIX))
+    biased: list[str] = field(default_factory=lambda: ["019_pitcher_base", "035_power_drill"])
+    size: int = 64
+    """Image size of captures, target sets and training images (pixels)."""
+    capture_views: int = 100
+    fit_steps: int = 1500
+    val_per_object: int = 20
+    test_per_object: int = 50
+    target_spp: int = 32
+    pretrain_per_object: int = 100
+    """Field-rendered uniform-ψ images per object for pre-training the detector (backbone included)."""
+    pretrain_epochs: int = 12
+    methods: list[str] = field(default_factory=lambda: ["ns", "nso", "influence"])
+    inits: list[str] = field(default_factory=lambda: ["different"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    steps: int = 20
+    images_per_object: int = 50
+    detector: DetectorConfig = field(default_factory=lambda: DetectorConfig(backbone="resnet18", image_size=64))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, trainable="heads", init="warm",
+                                                                   warmup_steps=10, lr=1e-3))
+    tau: float = 0.1
+    psi_lr: float = 0.5
+    psi_optimizer: str = "normalized"
+    damping: float = 0.1
+    cg_iterations: int = 10
+    hvp_images: int = 48
+    cache: str | None = None
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        if self.gap not in GAPS:
+            raise UserError(f"Unknown gap {self.gap!r}; choose from {', '.join(GAPS)}.")
+        bad = [i for i in self.inits if i not in INITS]
+        if bad:
+            raise UserError(f"Unknown initialisation(s) {bad}; choose from {', '.join(INITS)}.")
+        if not set(self.biased) <= set(self.objects):
+            raise UserError(f"Biased objects {self.biased} must be among the objects {self.objects}.")
+
+    @property
+    def gap_spec(self) -> Gap:
+        return dataclasses.replace(GAPS[self.gap], objects=tuple(self.objects), biased=tuple(self.biased))
+
+
+@dataclass
+class Prepared:
+    fields: dict[str, str]
+    val: str
+    test: str
+    detector: str
+
+
+def prepare(bench: BenchConfig, log=print) -> Prepared:
+    """Captures, fields, validation/test sets and the pre-trained detector, each made once and cached."""
+    bench.validate()
+    gap, root = bench.gap_spec, cache_root(bench.cache)
+    capture_cfg = CaptureConfig(views=bench.capture_views, size=bench.size, lighting=list(gap.lighting))
+    fit_cfg = FitConfig(steps=bench.fit_steps, eval_every=0)
+    fields = {}
+    for obj in bench.objects:
+        log(f"capture and field: {obj}")
+        fields[obj] = str(ensure_field(root, ensure_capture(root, obj, capture_cfg), fit_cfg, bench.device))
+    targets = target_distributions(gap)
+    sets = {}
+    for split, n in (("val", bench.val_per_object), ("test", bench.test_per_object)):
+        log(f"ground-truth {split} set: {n} images per object")
+        cfg = SceneSetConfig(objects=list(bench.objects), images=n * len(bench.objects), size=bench.size,
+                             distributions=targets, spp=bench.target_spp, name=f"{gap.name}-{split}")
+        sets[split] = str(ensure_scene_set(root, cfg))
+    log("detector pre-trained on uniform-ψ field renders")
+    detector = str(ensure_pretrained_detector(root, bench, fields))
+    return Prepared(fields, sets["val"], sets["test"], detector)
+
+
+def uniform_psi(gap: Gap) -> Psi:
+    return Psi({o: ObjectPsi.from_distribution(ObjectDistribution.from_json(d.to_json(), o))
+                for o, d in initial_distributions(gap, "uniform").items()})
+
+
+def ensure_pretrained_detector(root: Path, bench: BenchConfig, fields: dict[str, str]) -> Path:
+    """A detector trained (backbone included) on field renders drawn from the uniform ψ; cached."""
+    spec = {"fields": fields, "n": bench.pretrain_per_object, "epochs": bench.pretrain_epochs,
+            "detector": bench.detector, "gap_lighting": bench.gap_spec.lighting, "size": bench.size}
+    return cached(root, "detectors", "pretrained", spec, lambda out: _pretrain(bench, fields, out))
+
+
+def _pretrain(bench: BenchConfig, fields: dict[str, str], out: Path) -> None:
+    from neuralsim.bilevel.data import draw_training_set
+    from neuralsim.bilevel.field_source import FieldSource, load_fields
+    from neuralsim.runtime import staged_output_dir
+    from neuralsim.tasks.checkpoint import save_detector
+    from neuralsim.tasks.data import TensorDetectionData
+    from neuralsim.tasks.detector import build_from_config
+    from neuralsim.tasks.train import train_detector
+
+    gap = bench.gap_spec
+    names = list(bench.objects)
+    source = FieldSource(load_fields(fields), names, list(gap.lighting), SourceConfig(size=bench.size, seed=1))
+    train = draw_training_set(uniform_psi(gap), {o: bench.pretrain_per_object for o in names}, source,
+                              torch.Generator().manual_seed(derive_seed(0, "pretrain")), tau=None)
+    config = dataclasses.replace(bench.detector, num_classes=len(names), category_names=names, image_size=bench.size)
+    model = build_from_config(config, seed=0)
+    train_detector(model, TensorDetectionData(train.images, train.targets, names),
+                   TrainConfig(epochs=bench.pretrain_epochs, trainable="all", lr=1e-3, batch_size=16))
+    with staged_output_dir(out) as stage:
+        save_detector(model, stage)
+
+
+def run_config(bench: BenchConfig, prepared: Prepared, init: str, method: str, seed: int, psi_path: Path) -> OptimizeConfig:
+    """The optimize config of one cell of the grid (same detector training for every method)."""
+    from neuralsim.bilevel.estimators import HypergradientConfig
+    from neuralsim.bilevel.inverse_hvp import InverseHVPConfig
+    from neuralsim.sampling.optim import PsiOptimizerConfig
+
+    gap = bench.gap_spec
+    estimator = method if method in ("nso", "autosim", "influence") else "nso"
+    return OptimizeConfig(
+        fields=prepared.fields, val=prepared.val, test=prepared.test, psi=str(psi_path),
+        factors=[gap.factor], method=method, steps=bench.steps, images_per_object=bench.images_per_object,
+        source=SourceConfig(size=bench.size, seed=seed), detector=bench.detector, detector_init=prepared.detector,
+        train=bench.train, hypergradient=HypergradientConfig(method=estimator, tau=bench.tau, inverse_hvp=InverseHVPConfig(
+            damping=bench.damping, iterations=bench.cg_iterations)),
+        psi_optimizer=PsiOptimizerConfig(method=bench.psi_optimizer, lr=bench.psi_lr), hvp_images=bench.hvp_images,
+        seed=seed, device=bench.device)
+
+
+def run_cell(config: OptimizeConfig, out: Path) -> Path:
+    """Run (or finish, or reuse) one optimize run in `out`: a plain function of its config and folder."""
+    state = out / "checkpoint" / "state.json"
+    if state.is_file() and read_json(state, "Checkpoint")["step"] == config.steps - 1:
+        return out
+    resume = (out / "config.json").is_file()
+    return BilevelRun(config, out, resume=resume).run_all()
+
+
+def run_bench(bench: BenchConfig, out: str | Path, log=print) -> Path:
+    """Prepare, run the grid of (init × method × seed), and write the comparison report."""
+    from neuralsim.experiments.bench_report import write_bench_report
+
+    out = Path(out)
+    prepared = prepare(bench, log)
+    atomic_write_json(out / "bench.json", {"bench": to_plain(bench), "prepared": to_plain(prepared)})
+    gap = bench.gap_spec
+    for init in bench.inits:
+        psi = Psi({o: ObjectPsi.from_distribution(ObjectDistribution.from_json(d.to_json(), o))
+                   for o, d in initial_distributions(gap, init).items()})
+        psi_path = psi.save(out / "psi0" / f"{init}.json")
+        for method in bench.methods:
+            for seed in bench.seeds:
+                log(f"run: init {init}, method {method}, seed {seed}")
+                run_cell(run_config(bench, prepared, init, method, seed, psi_path), out / "runs" / f"{init}-{method}-s{seed}")
+    return write_bench_report(out)

@@ -1,0 +1,94 @@
+"""The report of one `neuralsim optimize` run: ψ over the steps against the test set's own render
+parameters (where the test set records them), losses and AP per step, the per-class table, generated
+samples at the first and last step, and time and memory per step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from neuralsim.experiments.gaps import total_variation
+from neuralsim.experiments.report import Report, image_grid, plot_curves, plot_psi_history
+from neuralsim.runtime import RunDir, read_json
+from neuralsim.sampling.psi import Psi
+
+VALUE_KEY = {"azimuth": "azimuth_deg", "elevation": "elevation_deg", "radius": "radius"}
+
+
+def test_distribution(test_coco: str | Path, psi: Psi, obj: str, factor: str) -> np.ndarray | None:
+    """The empirical distribution of the test set's render parameters of `obj` over ψ's bins of `factor`."""
+    from neuralsim.data.coco import find_coco_file
+
+    data = read_json(find_coco_file(test_coco), "COCO file")
+    renders = [r for im in data["images"] for r in im.get("render", []) if r.get("object") == obj]
+    if not renders:
+        return None
+    o = psi.objects[obj]
+    if factor == "lighting":
+        names = o.lighting.names
+        counts = np.array([sum(r.get("lighting") == n for r in renders) for n in names], float)
+    else:
+        f = o.factors[factor].to_bins()
+        counts = np.bincount(f.bin_of(np.array([r[VALUE_KEY[factor]] for r in renders])), minlength=f.k).astype(float)
+    return counts / max(counts.sum(), 1.0)
+
+
+def bin_labels(psi: Psi, obj: str, factor: str) -> list[str]:
+    o = psi.objects[obj]
+    if factor == "lighting":
+        return list(o.lighting.names)
+    f = o.factors[factor]
+    edges = [f.low + i * f.width for i in range(f.k + 1)]
+    return [f"{edges[i]:.3g}–{edges[i + 1]:.3g}" for i in range(f.k)]
+
+
+def write_run_report(run_path: str | Path) -> Path:
+    run_path = Path(run_path)
+    run = RunDir(run_path, resume=True)
+    cfg, metrics = run.config, run.metrics()
+    psi = Psi.load(run_path / "psi.json")
+    report = Report(f"neuralsim optimize — {cfg['method']}")
+    steps = [m["step"] for m in metrics]
+    factors = [f for f in cfg["factors"] if cfg["method"] != "ns"] or cfg["factors"][:1]
+    first, last = metrics[0], metrics[-1]
+    report.paragraph(f"{len(metrics)} outer steps of {cfg['method']} with {cfg['images_per_object']} images per object per "
+                     f"step; test AP {first['test_ap']} → {last['test_ap']}, AP50 {first['test_ap50']} → "
+                     f"{last['test_ap50']}; validation loss {first['val_loss']:.4f} → {last['val_loss']:.4f}.", summary=True)
+    report.heading("ψ over the outer steps against the test distribution")
+    rows = []
+    for obj in psi.objects:
+        for factor in factors:
+            history = [np.array(m["psi"][obj][factor]) for m in metrics] + [np.array(last["psi_after"][obj][factor])]
+            target = test_distribution(cfg["test"], psi, obj, factor)
+            report.figure(f"psi_{obj}_{factor}", plot_psi_history(history, target, f"{obj} {factor}",
+                                                                   bin_labels(psi, obj, factor)))
+            if target is not None:
+                rows.append([obj, factor, total_variation(history[0], target), total_variation(history[-1], target)])
+    if rows:
+        report.table(["object", "factor", "TV(ψ first, test)", "TV(ψ last, test)"], rows,
+                     "Total-variation distance between ψ and the test set's distribution")
+    report.heading("Losses and AP per step")
+    report.figure("curves", plot_curves(steps, {"validation loss": [m["val_loss"] for m in metrics]}, "loss", "validation loss"))
+    report.figure("ap", plot_curves(steps, {"test AP": [m["test_ap"] or 0.0 for m in metrics],
+                                            "test AP50": [m["test_ap50"] or 0.0 for m in metrics]}, "AP", "test AP"))
+    report.table(["class", "AP first", "AP last", "AP50 first", "AP50 last"],
+                 [[c, first["per_class"][c]["ap"] or 0.0, last["per_class"][c]["ap"] or 0.0,
+                   first["per_class"][c]["ap50"] or 0.0, last["per_class"][c]["ap50"] or 0.0] for c in last["per_class"]],
+                 "Per-class test AP at the first and last step")
+    samples = sorted((run_path / "samples").glob("step_*.png"))
+    if samples:
+        from PIL import Image
+
+        report.heading("Generated training images (first and last step)")
+        images = [np.asarray(Image.open(p).convert("RGB")) / 255.0 for p in samples]
+        report.figure("samples", image_grid(images, [p.stem for p in samples], columns=1))
+    report.heading("Time and memory per step")
+    phases = sorted({k for m in metrics for k in m["seconds"] if k != "total"})
+    report.figure("time", plot_curves(steps, {p: [m["seconds"].get(p, 0.0) for m in metrics] for p in phases},
+                                      "seconds", "time per phase"))
+    report.table(["step", "total s", "peak memory MB", "CG residual"],
+                 [[m["step"], m["seconds"]["total"], m["peak_memory_mb"], m["cg_residual"] if m["cg_residual"] is not None
+                   else "–"] for m in metrics])
+    run.close()
+    return report.save(run_path)

@@ -1,0 +1,117 @@
+"""The fast grid field (DVGO style): a dense density grid, a low-resolution feature grid, a small colour
+MLP on view direction and NeRF-W appearance, and an occupancy grid for empty-space skipping.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from neuralsim.fields.base import AppearanceTable, Field
+from neuralsim.fields.occupancy import cell_centres, dilate, lookup
+
+DIRECTION_FREQUENCIES = 2  # sin/cos of the view direction at 1× and 2×
+
+
+@dataclass
+class GridFieldConfig:
+    density_resolution: int = 96
+    """Vertices per axis of the density grid over [-1, 1]³."""
+    feature_resolution: int = 48
+    """Vertices per axis of the colour-feature grid."""
+    feature_channels: int = 12
+    """Channels of the colour-feature grid."""
+    appearance_dim: int = 8
+    """Length of each NeRF-W appearance embedding."""
+    hidden_width: int = 64
+    """Width of the two hidden layers of the colour MLP."""
+    occupancy_resolution: int = 64
+    """Cells per axis of the occupancy grid used to skip empty space."""
+    initial_alpha: float = 1e-2
+    """Opacity of one sample step of the untrained field (sets the density activation's shift)."""
+    step_ratio: float = 0.5
+    """Sample spacing along rays as a fraction of one density voxel."""
+
+
+def _sample(volume: Tensor, points: Tensor) -> Tensor:
+    """Trilinear samples (N, C) of `volume` (1, C, D, H, W) at points (N, 3) in [-1, 1]³ (x → W, z → D)."""
+    n = points.shape[0]
+    out = F.grid_sample(volume, points.reshape(1, 1, 1, n, 3).to(volume.dtype), mode="bilinear", align_corners=True)
+    return out.reshape(volume.shape[1], n).T  # (N, C)
+
+
+def encode_direction(dirs: Tensor) -> Tensor:
+    """(N, 3 + 6·F): the unit direction and its sin/cos at F octaves."""
+    scaled = torch.cat([dirs * (2.0**k) for k in range(DIRECTION_FREQUENCIES)], dim=-1)  # (N, 3F)
+    return torch.cat([dirs, torch.sin(scaled), torch.cos(scaled)], dim=-1)
+
+
+class GridField(Field):
+    """Dense voxel grids in [-1, 1]³; density σ = softplus(grid + shift) / voxel size."""
+
+    kind = "grid"
+
+    def __init__(self, config: GridFieldConfig, image_appearance_ids: Tensor, num_appearances: int, seed: int = 0,
+                 appearance_names: list[str] | None = None):
+        super().__init__()
+        self.config = config
+        generator = torch.Generator().manual_seed(seed)
+        d, f = config.density_resolution, config.feature_resolution
+        self.density_grid = nn.Parameter(torch.zeros(1, 1, d, d, d))
+        self.feature_grid = nn.Parameter(0.1 * torch.randn(1, config.feature_channels, f, f, f, generator=generator))
+        self.appearance = AppearanceTable(image_appearance_ids, config.appearance_dim, num_appearances, seed=seed + 1,
+                                          names=appearance_names)
+        width = config.hidden_width
+        in_dim = config.feature_channels + 3 + 6 * DIRECTION_FREQUENCIES + config.appearance_dim
+        self.colour_mlp = nn.Sequential(nn.Linear(in_dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+                                        nn.Linear(width, 3))
+        with torch.no_grad():
+            for layer in self.colour_mlp:
+                if isinstance(layer, nn.Linear):
+                    bound = 1.0 / math.sqrt(layer.in_features)
+                    layer.weight.uniform_(-bound, bound, generator=generator)
+                    layer.bias.uniform_(-bound, bound, generator=generator)
+        r = config.occupancy_resolution
+        self.register_buffer("occupancy", torch.ones(r, r, r, dtype=torch.bool))
+        # DVGO parameterisation: σ = softplus(grid + shift) / voxel, so that one unit of the grid is one unit
+        # of optical depth per voxel; softplus(shift)·step_ratio = −log(1 − initial_alpha).
+        target = -math.log(1.0 - config.initial_alpha) / config.step_ratio
+        self.density_shift = math.log(math.expm1(target))
+
+    @property
+    def voxel_size(self) -> float:
+        return 2.0 / (self.config.density_resolution - 1)
+
+    @property
+    def step_size(self) -> float:
+        return self.config.step_ratio * self.voxel_size
+
+    def density(self, points: Tensor) -> Tensor:
+        return F.softplus(_sample(self.density_grid, points)[:, 0] + self.density_shift) / self.voxel_size
+
+    def radiance(self, points: Tensor, dirs: Tensor, appearance: Tensor) -> Tensor:
+        features = _sample(self.feature_grid, points)  # (N, C)
+        x = torch.cat([features, encode_direction(dirs.to(features.dtype)), appearance.to(features.dtype)], dim=-1)
+        return torch.sigmoid(self.colour_mlp(x))
+
+    def occupied(self, points: Tensor) -> Tensor:
+        return lookup(self.occupancy, points)
+
+    @torch.no_grad()
+    def update_occupancy(self, min_alpha: float, within: Tensor | None = None) -> None:
+        """Mark occupied the cells where one sample step is more opaque than `min_alpha` somewhere
+        (2³ probes per cell, then grown by one cell), intersected with `within` when given."""
+        r = self.config.occupancy_resolution
+        centres = cell_centres(r, device=self.density_grid.device, dtype=self.density_grid.dtype)
+        offsets = torch.tensor([-0.25, 0.25], device=centres.device, dtype=centres.dtype) * (2.0 / r)
+        probes = torch.stack(torch.meshgrid(offsets, offsets, offsets, indexing="ij"), dim=-1).reshape(-1, 3)  # (8, 3)
+        alpha_max = torch.zeros(r**3, device=centres.device, dtype=centres.dtype)
+        for probe in probes:
+            sigma = self.density((centres.reshape(-1, 3) + probe))
+            alpha_max = torch.maximum(alpha_max, 1.0 - torch.exp(-sigma * self.step_size))
+        occupied = dilate(alpha_max.reshape(r, r, r) > min_alpha)
+        self.occupancy.copy_(occupied if within is None else occupied & within)

@@ -1,0 +1,263 @@
+"""Fitting a grid field to a capture: random ray batches, premultiplied-colour and alpha losses, occupancy
+from the visual hull then from the density, held-out PSNR/SSIM per lighting condition, resumable checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field as dataclass_field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from neuralsim.cameras import camera_rays
+from neuralsim.data.transforms import Capture, load_capture
+from neuralsim.errors import UserError
+from neuralsim.fields.checkpoint import save_field
+from neuralsim.fields.grid import GridField, GridFieldConfig
+from neuralsim.fields.occupancy import dilate, visual_hull
+from neuralsim.fit.metrics import psnr, ssim
+from neuralsim.render.camera import render_view
+from neuralsim.render.labels import composite
+from neuralsim.render.volume import ObjectRays, RenderConfig, ray_box, render_rays
+from neuralsim.runtime import RunDir, atomic_write_bytes, atomic_write_json, derive_seed, progress, to_plain
+
+TRAIN_STATE_FILE = "train_state.safetensors"
+TRAIN_STATE_VERSION = 1
+EVAL_FILE = "eval.json"
+EVAL_BACKGROUND = 1.0  # held-out views are compared composited over white
+
+
+@dataclass
+class FitConfig:
+    steps: int = 1500
+    """Optimisation steps."""
+    rays_per_step: int = 4096
+    """Rays in each random batch (drawn from all training pixels)."""
+    lr_grid: float = 0.1
+    """Adam learning rate of the density and feature grids."""
+    lr_mlp: float = 1e-3
+    """Adam learning rate of the colour MLP."""
+    lr_appearance: float = 1e-2
+    """Adam learning rate of the appearance embeddings."""
+    lr_final_fraction: float = 0.1
+    """Learning rates decay exponentially to this fraction at the last step."""
+    hull_threshold: float = 0.05
+    """Alpha at or below which a training pixel carves space from the visual hull."""
+    occupancy_start: int = 200
+    """First step at which occupancy is refreshed from the density (before: the visual hull only)."""
+    occupancy_every: int = 100
+    """Steps between occupancy refreshes."""
+    occupancy_min_alpha: float = 1e-3
+    """Cells whose one-step opacity stays below this are skipped."""
+    sparsity_weight: float = 1e-2
+    """Weight of the mean one-step opacity at random points: clears free space inside the visual hull,
+    which background rays never reach (the hull skips it), so that rays terminate early."""
+    sparsity_points: int = 8192
+    """Random points per step for the sparsity term."""
+    eval_every: int = 500
+    """Steps between held-out evaluations (and at the end); 0: only at the end."""
+    checkpoint_every: int = 250
+    """Steps between resumable checkpoints."""
+    seed: int = 0
+    """Seed of the field initialisation, the ray batches and the sample jitter."""
+    field: GridFieldConfig = dataclass_field(default_factory=GridFieldConfig)
+    """The grid field's configuration."""
+
+    @classmethod
+    def from_plain(cls, data: dict[str, Any]) -> "FitConfig":
+        return cls(**{**data, "field": GridFieldConfig(**data.get("field", {}))})
+
+
+@dataclass
+class RayBank:
+    """Every training pixel whose ray meets the object box: rays, straight RGBA target, image index."""
+
+    origins: Tensor  # (N, 3)
+    dirs: Tensor  # (N, 3)
+    rgba: Tensor  # (N, 4)
+    image: Tensor  # (N,) index into the field's appearance embeddings
+
+
+def load_images(capture: Capture, split: str) -> tuple[Tensor, Tensor]:
+    """Straight RGBA (V, H, W, 4) and camera-to-world (V, 4, 4) of a split's frames."""
+    frames = capture.frames_of(split)
+    rgba = torch.from_numpy(np.stack([capture.load_rgba(f) for f in frames]))
+    c2ws = torch.from_numpy(np.stack([f.c2w for f in frames])).float()
+    return rgba, c2ws
+
+
+def ray_bank(capture: Capture, rgba: Tensor, c2ws: Tensor, bound: float, device: torch.device) -> RayBank:
+    origins, dirs, targets, images = [], [], [], []
+    for i, (image, c2w) in enumerate(zip(rgba, c2ws)):
+        o, d = camera_rays(c2w, capture.intrinsics)  # (H*W, 3)
+        t_near, t_far = ray_box(o, d, bound)
+        hit = t_far > t_near
+        origins.append(o[hit]), dirs.append(d[hit]), targets.append(image.reshape(-1, 4)[hit])
+        images.append(torch.full((int(hit.sum()),), i, dtype=torch.long))
+    return RayBank(*(torch.cat(x).to(device) for x in (origins, dirs, targets, images)))
+
+
+def make_optimizer(field: GridField, config: FitConfig) -> torch.optim.Adam:
+    return torch.optim.Adam([
+        {"params": [field.density_grid, field.feature_grid], "lr": config.lr_grid, "base_lr": config.lr_grid},
+        {"params": list(field.colour_mlp.parameters()), "lr": config.lr_mlp, "base_lr": config.lr_mlp},
+        {"params": [field.appearance.embeddings], "lr": config.lr_appearance, "base_lr": config.lr_appearance},
+    ], betas=(0.9, 0.99))
+
+
+def train_step(field: GridField, optimizer: torch.optim.Adam, bank: RayBank, config: FitConfig, step: int) -> dict[str, float]:
+    """One Adam step on a random ray batch; the batch and the jitter are seeded by (seed, step)."""
+    generator = torch.Generator(device=bank.origins.device).manual_seed(derive_seed(config.seed, "fit", step))
+    ids = torch.randint(len(bank.origins), (config.rays_per_step,), generator=generator, device=bank.origins.device)
+    embeddings = field.appearance.embeddings[bank.image[ids]]  # (B, E)
+    out = render_rays([ObjectRays(field.fns(embeddings), bank.origins[ids], bank.dirs[ids])], generator=generator)
+    target = bank.rgba[ids]
+    target_rgb = target[:, :3] * target[:, 3:]  # premultiplied, like the render
+    colour_loss = F.mse_loss(out.rgb, target_rgb)
+    loss = colour_loss + F.mse_loss(out.alpha, target[:, 3]) + config.sparsity_weight * _free_space_opacity(
+        field, config.sparsity_points, generator)
+    decay = config.lr_final_fraction ** (step / max(config.steps, 1))
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * decay
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.item(), "train_psnr": -10.0 * np.log10(max(colour_loss.item(), 1e-12))}
+
+
+def _free_space_opacity(field: GridField, count: int, generator: torch.Generator) -> Tensor:
+    """Mean one-step opacity at `count` uniform points of [-1, 1]³ that the occupancy grid keeps."""
+    device = field.density_grid.device
+    points = torch.rand(count, 3, generator=generator, device=device) * 2.0 - 1.0
+    points = points[field.occupied(points)]
+    if len(points) == 0:
+        return field.density_grid.sum() * 0.0
+    return (1.0 - torch.exp(-field.density(points) * field.step_size)).mean()
+
+
+@torch.no_grad()
+def evaluate(field: GridField, capture: Capture, split: str = "test") -> dict[str, Any]:
+    """Held-out PSNR and SSIM per lighting condition (each view rendered with its condition's anchor)."""
+    rgba, c2ws = load_images(capture, split)
+    device = next(field.parameters()).device
+    per_condition: dict[str, list[tuple[float, float]]] = {}
+    for frame, target, c2w in zip(capture.frames_of(split), rgba, c2ws):
+        out = render_view(field, c2w.to(device), capture.intrinsics, frame.appearance_id)
+        background = torch.full_like(out.rgb, EVAL_BACKGROUND)
+        prediction = composite(out.rgb, out.alpha, background).clamp(0, 1).cpu()
+        expected = composite(target[..., :3] * target[..., 3:], target[..., 3], background.cpu())
+        name = capture.appearance_names[frame.appearance_id]
+        per_condition.setdefault(name, []).append((psnr(prediction, expected), ssim(prediction, expected)))
+    result = {name: {"psnr": float(np.mean([p for p, _ in v])), "ssim": float(np.mean([s for _, s in v])), "views": len(v)}
+              for name, v in per_condition.items()}
+    all_views = [x for v in per_condition.values() for x in v]
+    result["mean"] = {"psnr": float(np.mean([p for p, _ in all_views])), "ssim": float(np.mean([s for _, s in all_views])),
+                      "views": len(all_views)}
+    return result
+
+
+def save_train_state(path: Path, field: GridField, optimizer: torch.optim.Adam, step: int, train_seconds: float) -> None:
+    from safetensors.torch import save
+
+    tensors = {f"field.{k}": v.detach().cpu().contiguous() for k, v in field.state_dict().items()}
+    state = optimizer.state_dict()
+    for index, slots in state["state"].items():
+        tensors.update({f"optim.{index}.{k}": torch.as_tensor(v).detach().cpu().contiguous() for k, v in slots.items()})
+    meta = {"format_version": str(TRAIN_STATE_VERSION), "step": str(step), "train_seconds": repr(train_seconds), "param_groups": json.dumps(to_plain(state["param_groups"]))}
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def load_train_state(path: Path, field: GridField, optimizer: torch.optim.Adam) -> tuple[int, float]:
+    """Restore field and optimizer from a checkpoint; returns (step, train seconds so far)."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise UserError(f"Cannot resume: {path} does not exist (no checkpoint was written yet).")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if meta.get("format_version") != str(TRAIN_STATE_VERSION):
+        raise UserError(f"Cannot resume: {path} has checkpoint format version {meta.get('format_version')!r}, but this "
+                        f"neuralsim writes version {TRAIN_STATE_VERSION}; start the fit again with --overwrite.")
+    device = next(field.parameters()).device
+    field.load_state_dict({k[len("field."):]: v for k, v in tensors.items() if k.startswith("field.")})
+    slots: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            slots.setdefault(int(index), {})[name] = value if name == "step" else value.to(device)
+    optimizer.load_state_dict({"state": slots, "param_groups": json.loads(meta["param_groups"])})
+    return int(meta["step"]), float(meta["train_seconds"])
+
+
+def build_field(capture: Capture, config: FitConfig, device: torch.device) -> GridField:
+    train_ids = torch.tensor([f.appearance_id for f in capture.frames_of("train")], dtype=torch.long)
+    field = GridField(config.field, train_ids, capture.num_appearances, seed=config.seed,
+                      appearance_names=capture.appearance_names)
+    return field.to(device)
+
+
+def fit(capture_dir: str | Path, out: str | Path, config: FitConfig, *, device: torch.device,
+        resume: bool = False, overwrite: bool = False, steps_given: bool = True, show_progress: bool = True) -> dict[str, Any]:
+    """Fit a field to the capture in `capture_dir`, writing checkpoints, metrics and the final field to `out`.
+
+    With `resume`, the run's own config is used (its step count too, unless `steps_given`).
+    Returns the final held-out evaluation (PSNR/SSIM per lighting condition and their mean).
+    """
+    capture = load_capture(capture_dir)
+    if resume:
+        run = RunDir(out, resume=True)
+        saved = FitConfig.from_plain(run.config["fit"])
+        config = dataclasses.replace(saved, steps=config.steps) if steps_given else saved
+    else:
+        run = RunDir(out, {"fit": config, "capture": str(Path(capture_dir).resolve())}, overwrite=overwrite)
+    try:
+        return _fit(capture, run, config, device, resume, show_progress)
+    finally:
+        run.close()
+
+
+def _fit(capture: Capture, run: RunDir, config: FitConfig, device: torch.device, resume: bool,
+         show_progress: bool) -> dict[str, Any]:
+    rgba, c2ws = load_images(capture, "train")
+    bound = RenderConfig().bound
+    bank = ray_bank(capture, rgba, c2ws, bound, device)
+    hull = dilate(visual_hull(config.field.occupancy_resolution, c2ws, capture.intrinsics, rgba[..., 3],
+                              config.hull_threshold)).to(device)
+    field = build_field(capture, config, device)
+    optimizer = make_optimizer(field, config)
+    step, train_seconds = 0, 0.0
+    if resume:
+        step, train_seconds = load_train_state(run.path / TRAIN_STATE_FILE, field, optimizer)
+        run.truncate_metrics(step)
+    else:
+        field.occupancy.copy_(hull)
+    with progress(transient=not show_progress) as bar:
+        task = bar.add_task("fit", total=config.steps, completed=step)
+        while step < config.steps:
+            started = time.perf_counter()
+            if step >= config.occupancy_start and step % config.occupancy_every == 0:
+                field.update_occupancy(config.occupancy_min_alpha, within=hull)
+            scalars = train_step(field, optimizer, bank, config, step)
+            train_seconds += time.perf_counter() - started
+            step += 1
+            bar.update(task, advance=1, description=f"fit  loss {scalars['loss']:.4f}")
+            if config.eval_every and step % config.eval_every == 0 and step < config.steps:
+                evaluation = evaluate(field, capture)
+                run.log(step, **scalars, train_seconds=train_seconds, test=evaluation)
+            elif step % 50 == 0:
+                run.log(step, **scalars, train_seconds=train_seconds)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                save_train_state(run.path / TRAIN_STATE_FILE, field, optimizer, step, train_seconds)
+    evaluation = evaluate(field, capture)
+    run.log(step, train_seconds=train_seconds, test=evaluation)
+    save_field(field, run.path, meta={"capture": capture.meta, "train_seconds": train_seconds, "steps": step})
+    atomic_write_json(run.path / EVAL_FILE, {"steps": step, "train_seconds": train_seconds, "test": evaluation})
+    return evaluation

@@ -1,0 +1,111 @@
+"""Second-order access to the detection loss for the hypergradient (DESIGN.md §5): the loss as a pure
+function of (θ, images), Hessian-vector products, the mixed term ∂/∂x[∇θ l·v], per-image ∇θ l·v, ∇θ L_val.
+
+Conventions: θ is a dict name → tensor (a subset of the detector's parameters, `select_params`); every
+function here takes images as float RGB [0, 1] NCHW and targets as in `Detector.forward`; losses are
+*summed* over the images of a batch, l(x_j, θ) being torchvision's focal + box loss of image j, so each
+result is independent of how images are batched (the norm layers never couple images). Nothing touches
+the `.grad` fields of the model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.func import functional_call
+
+from neuralsim.tasks.data import DetectionData, iterate_batches, to_device
+from neuralsim.tasks.detector import Detector, Targets
+
+Params = dict[str, Tensor]
+
+PARAM_GROUPS = {
+    "heads": r"^head\.",
+    "heads+fpn": r"^(head|backbone\.fpn)\.",
+    "all": r"",
+}
+"""Named subsets of θ; any other string is used as a regular expression on parameter names (re.search)."""
+
+
+def select_params(model: Detector, pattern: str = "heads") -> Params:
+    """θ: the trainable parameters whose names match `pattern` (a `PARAM_GROUPS` key or a regex), as
+    leaves that share storage with the model (training the model moves them) and require grad."""
+    regex = re.compile(PARAM_GROUPS.get(pattern, pattern))
+    params = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()
+              if p.requires_grad and regex.search(n)}
+    if not params:
+        raise ValueError(f"no trainable detector parameter matches {pattern!r}")
+    return params
+
+
+def per_image_loss(model: Detector, params: Params, images: Tensor, targets: Targets) -> Tensor:
+    """(N,) l(x_j, θ): the model's loss on each image with θ taken from `params`, other weights from `model`."""
+    out = functional_call(model, params, (images, targets), {"detect": False}, strict=False)
+    return out.loss_per_image()
+
+
+def detection_loss(model: Detector, params: Params, images: Tensor, targets: Targets) -> Tensor:
+    """Σ_j l(x_j, θ), a scalar differentiable twice in `params` and `images`."""
+    return per_image_loss(model, params, images, targets).sum()
+
+
+def make_loss_fn(model: Detector) -> Callable[[Params, Tensor, Targets], Tensor]:
+    """loss(params, images, targets) → (1/N) Σ_j l(x_j, θ): the mean batch loss as a pure function of θ and x."""
+    return lambda params, images, targets: per_image_loss(model, params, images, targets).mean()
+
+
+def dot(a: Params, b: Params) -> Tensor:
+    """Σ_k <a_k, b_k> over the tensors of two parameter dicts with the same keys."""
+    return sum((a[k] * b[k]).sum() for k in a)  # type: ignore[return-value]
+
+
+def loss_grad(model: Detector, params: Params, images: Tensor, targets: Targets) -> Params:
+    """∇θ Σ_j l(x_j, θ)."""
+    loss = detection_loss(model, params, images, targets)
+    return dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+
+
+def hvp(model: Detector, params: Params, images: Tensor, targets: Targets, v: Params) -> Params:
+    """H v with H = ∇²θ Σ_j l(x_j, θ) on this batch (double backprop). Average over batches for L_train."""
+    theta = list(params.values())
+    grads = torch.autograd.grad(detection_loss(model, params, images, targets), theta, create_graph=True)
+    hv = torch.autograd.grad(dot(dict(zip(params, grads)), v), theta, allow_unused=True)
+    return {k: torch.zeros_like(p) if h is None else h for (k, p), h in zip(params.items(), hv)}
+
+
+def mixed_term(model: Detector, params: Params, images: Tensor, targets: Targets, v: Params) -> Tensor:
+    """(N, 3, H, W) e_j = ∂/∂x_j [∇θ l(x_j, θ) · v] for each image of the batch (an image-sized vector each)."""
+    x = images.detach().requires_grad_(True)
+    theta = list(params.values())
+    grads = torch.autograd.grad(detection_loss(model, params, x, targets), theta, create_graph=True)
+    (e,) = torch.autograd.grad(dot(dict(zip(params, grads)), v), x)
+    return e
+
+
+def per_image_grad_dot(model: Detector, params: Params, images: Tensor, targets: Targets, v: Params) -> Tensor:
+    """(N,) ∇θ l(x_j, θ) · v for each image: one forward-mode pass (the directional derivative along v)."""
+    def losses(p: Params) -> Tensor:
+        return per_image_loss(model, p, images.detach(), targets)
+
+    primals = {k: p.detach() for k, p in params.items()}
+    _, directional = torch.func.jvp(losses, (primals,), ({k: v[k].detach() for k in params},))
+    return directional
+
+
+def validation_gradient(model: Detector, params: Params, data: DetectionData, *, batch_size: int = 8) -> Params:
+    """∇θ L_val = ∇θ (1/N) Σ_j l(x_j, θ) over the whole set, in eval mode, from zero (no `.grad` involved)."""
+    theta = next(iter(params.values()))
+    total = {k: torch.zeros_like(p) for k, p in params.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        for images, targets in iterate_batches(data, batch_size):
+            images, targets = to_device(images, targets, theta.device, theta.dtype)
+            for k, g in loss_grad(model, params, images, targets).items():
+                total[k] += g
+    finally:
+        model.train(was_training)
+    return {k: g / len(data) for k, g in total.items()}

@@ -1,0 +1,101 @@
+"""Grid field: NeRF-W anchors, occupancy (skipping empty space does not change the image), visual hull,
+checkpoints (round trip, other format version, damaged files)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from neuralsim.cameras import Intrinsics, spherical_to_c2w
+from neuralsim.errors import UserError
+from neuralsim.fields import FORMAT_VERSION, GridField, GridFieldConfig, load_field, save_field
+from neuralsim.fields.occupancy import cell_centres, cell_index, visual_hull
+from neuralsim.render import RenderConfig, render
+
+SMALL = GridFieldConfig(density_resolution=24, feature_resolution=12, feature_channels=4, appearance_dim=3,
+                        hidden_width=16, occupancy_resolution=12)
+
+
+def _ball_field(seed: int = 0) -> GridField:
+    field = GridField(SMALL, torch.tensor([0, 1, 1, 2, 0]), 3, seed=seed, appearance_names=["a", "b", "c"])
+    axis = torch.linspace(-1, 1, SMALL.density_resolution)
+    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+    with torch.no_grad():
+        field.density_grid.copy_((12.0 - 60.0 * (x**2 + y**2 + z**2))[None, None])  # a ball of radius ≈ 0.45
+    return field
+
+
+def test_anchor_is_mean_embedding_of_its_images():
+    field = _ball_field()
+    with torch.no_grad():
+        field.appearance.embeddings.copy_(torch.arange(15, dtype=torch.float32).reshape(5, 3))
+    anchors = field.appearance.anchors()
+    torch.testing.assert_close(anchors[0], torch.tensor([6.0, 7.0, 8.0]))  # images 0 and 4
+    torch.testing.assert_close(anchors[1], torch.tensor([4.5, 5.5, 6.5]))  # images 1 and 2
+    mixed = field.appearance.resolve(torch.tensor([0.25, 0.75, 0.0]))
+    torch.testing.assert_close(mixed, 0.25 * anchors[0] + 0.75 * anchors[1])
+    torch.testing.assert_close(field.appearance.resolve(2), anchors[2])
+
+
+def test_occupancy_skips_empty_space_without_changing_the_image():
+    field = _ball_field()
+    before = render(field, 20.0, 30.0, 3.5, 0, 16, 40.0)
+    field.update_occupancy(min_alpha=1e-4)
+    assert 0.02 < field.occupancy.float().mean() < 0.5
+    centres = cell_centres(SMALL.occupancy_resolution).reshape(-1, 3)
+    assert field.occupancy.reshape(-1)[cell_index(torch.zeros(1, 3), SMALL.occupancy_resolution)].item()
+    assert not field.occupancy.reshape(-1)[centres.norm(dim=-1) > 0.9].any()
+    after = render(field, 20.0, 30.0, 3.5, 0, 16, 40.0)
+    assert (after.rgb - before.rgb).abs().max() < 1e-3
+    assert before.alpha.max() > 0.9
+
+
+def test_visual_hull_keeps_the_object_and_carves_the_rest():
+    intrinsics = Intrinsics.from_fov(24, 24, 40.0)
+    c2ws = torch.stack([spherical_to_c2w(az, el, 4.0) for az, el in [(0, 0), (90, 0), (0, 80), (45, 30)]])
+    centre = torch.tensor([[12, 12]])
+    pixels_v, pixels_u = torch.meshgrid(torch.arange(24) + 0.5, torch.arange(24) + 0.5, indexing="ij")
+    disc = ((pixels_u - centre[0, 0]) ** 2 + (pixels_v - centre[0, 1]) ** 2 < 5.0**2).float()  # a sphere's silhouette
+    hull = visual_hull(16, c2ws, intrinsics, disc.expand(4, 24, 24))
+    centres = cell_centres(16).reshape(-1, 3)
+    inside = hull.reshape(-1)
+    assert inside[centres.norm(dim=-1) < 0.25].all()
+    assert not inside[centres.norm(dim=-1) > 1.0].any()
+
+
+def test_checkpoint_round_trip_renders_identically(tmp_path):
+    field = _ball_field()
+    save_field(field, tmp_path, meta={"object": "ball"})
+    loaded = load_field(tmp_path)
+    assert loaded.appearance.names == ["a", "b", "c"]
+    assert not any(p.requires_grad for p in loaded.parameters())
+    a = render(field, 10.0, 10.0, 3.0, torch.tensor([0.2, 0.3, 0.5]), 12, 40.0)
+    b = render(loaded, 10.0, 10.0, 3.0, torch.tensor([0.2, 0.3, 0.5]), 12, 40.0)
+    assert torch.equal(a.rgb, b.rgb)
+
+
+def test_checkpoint_of_another_version_is_a_user_error(tmp_path):
+    save_field(_ball_field(), tmp_path)
+    info = json.loads((tmp_path / "field.json").read_text())
+    info["format_version"] = FORMAT_VERSION + 1
+    (tmp_path / "field.json").write_text(json.dumps(info))
+    with pytest.raises(UserError, match="format version"):
+        load_field(tmp_path)
+
+
+def test_damaged_or_missing_checkpoints_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_field(tmp_path / "nothing")
+    save_field(_ball_field(), tmp_path)
+    (tmp_path / "field.safetensors").write_bytes(b"not tensors")
+    with pytest.raises(UserError, match="do not match"):
+        load_field(tmp_path)
+
+
+def test_exact_render_config_matches_default_on_a_trained_like_field():
+    field = _ball_field()
+    exact = render(field, 0.0, 0.0, 3.0, 1, 12, 40.0, config=RenderConfig(min_transmittance=0.0, min_alpha=0.0, min_weight=0.0))
+    fast = render(field, 0.0, 0.0, 3.0, 1, 12, 40.0)
+    assert (exact.rgb - fast.rgb).abs().max() < 2e-3

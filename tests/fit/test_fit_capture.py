@@ -1,0 +1,147 @@
+"""Fitting fields to tiny captures made in code: quality per lighting condition, plain nerfstudio captures,
+resume after an interruption, and the `neuralsim fit` command (smoke and bad input → exit code 2)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from neuralsim.cli import main
+from neuralsim.fields import GridFieldConfig, load_field
+from neuralsim.fit import FitConfig, fit
+from neuralsim.fit import trainer
+from neuralsim.fit.synthetic import write_plain_nerfstudio_capture, write_sphere_capture
+from neuralsim.render import render
+
+CPU = torch.device("cpu")
+SMALL_FIELD = GridFieldConfig(density_resolution=32, feature_resolution=16, feature_channels=8,
+                              occupancy_resolution=16, hidden_width=32)
+
+
+def _config(steps: int, **kw) -> FitConfig:
+    return FitConfig(steps=steps, rays_per_step=1024, eval_every=0, occupancy_start=50, occupancy_every=50,
+                     field=SMALL_FIELD, **kw)
+
+
+@pytest.fixture(scope="module")
+def sphere_capture(tmp_path_factory) -> Path:
+    return write_sphere_capture(tmp_path_factory.mktemp("capture"), views=24, size=24, lightings=2)
+
+
+def test_fit_reproduces_every_lighting_condition(sphere_capture, tmp_path):
+    evaluation = fit(sphere_capture, tmp_path / "field", _config(200), device=CPU, show_progress=False)
+    assert set(evaluation) == {"tint_0", "tint_1", "mean"}
+    for name in ("tint_0", "tint_1"):
+        assert evaluation[name]["psnr"] > 24.0, evaluation
+        assert evaluation[name]["ssim"] > 0.85, evaluation
+    field = load_field(tmp_path / "field")
+    assert field.appearance.names == ["tint_0", "tint_1"]
+    white, tinted = (render(field, 30.0, 20.0, 4.0, k, 24, 40.0) for k in (0, 1))
+    on_object = white.alpha > 0.9
+    # tint_1 multiplies blue by 0.5: its anchor must render the object clearly bluer-less than tint_0's.
+    assert (white.rgb[on_object][:, 2] - tinted.rgb[on_object][:, 2]).mean() > 0.05
+    saved = json.loads((tmp_path / "field" / "eval.json").read_text())
+    assert saved["test"]["mean"]["psnr"] == pytest.approx(evaluation["mean"]["psnr"])
+
+
+def test_plain_nerfstudio_capture_with_mask_files_fits(tmp_path):
+    capture = write_plain_nerfstudio_capture(tmp_path / "plain", views=20, size=20)
+    data = json.loads((capture / "transforms.json").read_text())
+    assert "appearance_id" not in data["frames"][0] and "neuralsim" not in data
+    evaluation = fit(capture, tmp_path / "field", _config(150), device=CPU, show_progress=False)
+    assert evaluation["mean"]["psnr"] > 22.0, evaluation
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_fit(sphere_capture, tmp_path, monkeypatch):
+    config = _config(40, checkpoint_every=10)
+    fit(sphere_capture, tmp_path / "whole", config, device=CPU, show_progress=False)
+
+    original = trainer.train_step
+
+    def interrupted(field, optimizer, bank, cfg, step):
+        if step == 25:
+            raise KeyboardInterrupt
+        return original(field, optimizer, bank, cfg, step)
+
+    monkeypatch.setattr(trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(sphere_capture, tmp_path / "resumed", config, device=CPU, show_progress=False)
+    assert not (tmp_path / "resumed" / "field.json").exists()
+    monkeypatch.setattr(trainer, "train_step", original)
+    fit(sphere_capture, tmp_path / "resumed", config, device=CPU, resume=True, steps_given=False, show_progress=False)
+    whole, resumed = load_field(tmp_path / "whole"), load_field(tmp_path / "resumed")
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_cli_fit_smoke(sphere_capture, tmp_path, capsys):
+    out = tmp_path / "field"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", str(sphere_capture), "--out", str(out), "--steps", "3", "--rays-per-step", "256", "--device", "cpu"])
+    assert exit_info.value.code in (0, None)
+    assert {"field.safetensors", "field.json", "eval.json", "config.json", "metrics.jsonl"} <= {p.name for p in out.iterdir()}
+    assert "PSNR" in capsys.readouterr().out
+
+
+def _broken_capture(base: Path, tmp_path: Path, problem: str) -> Path:
+    capture = tmp_path / "broken"
+    shutil.copytree(base, capture)
+    path = capture / "transforms.json"
+    data = json.loads(path.read_text())
+    if problem == "missing fields":
+        del data["fl_x"]
+    elif problem == "non-rigid matrix":
+        data["frames"][2]["transform_matrix"][0][0] *= 2.0
+    elif problem == "missing image":
+        (capture / data["frames"][3]["file_path"]).unlink()
+    elif problem == "different sizes":
+        from PIL import Image
+
+        Image.new("RGBA", (10, 12)).save(capture / data["frames"][4]["file_path"])
+    elif problem == "no alpha and no mask":
+        from PIL import Image
+
+        for frame in data["frames"]:
+            image = capture / frame["file_path"]
+            Image.open(image).convert("RGB").save(image)
+    path.write_text(json.dumps(data))
+    return capture
+
+
+@pytest.mark.parametrize("problem", ["missing fields", "non-rigid matrix", "missing image", "different sizes",
+                                     "no alpha and no mask"])
+def test_cli_bad_capture_is_one_line_and_exit_code_2(sphere_capture, tmp_path, capsys, problem):
+    capture = _broken_capture(sphere_capture, tmp_path, problem)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", str(capture), "--out", str(tmp_path / "field"), "--steps", "2", "--device", "cpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "field" / "field.json").exists()
+
+
+def test_cli_resume_from_checkpoint_of_another_version_exits_2(sphere_capture, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "field"
+    fit(sphere_capture, out, _config(4, checkpoint_every=2), device=CPU, show_progress=False)
+    state = out / trainer.TRAIN_STATE_FILE
+    save_file(load_file(str(state)), str(state), metadata={"format_version": "0", "step": "2"})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", str(sphere_capture), "--out", str(out), "--resume", "--device", "cpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "format version" in err and len(err.splitlines()) == 1
+
+
+def test_cli_existing_output_needs_overwrite(sphere_capture, tmp_path, capsys):
+    out = tmp_path / "field"
+    out.mkdir()
+    (out / "something").write_text("x")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", str(sphere_capture), "--out", str(out), "--steps", "2", "--device", "cpu"])
+    assert exit_info.value.code == 2 and "--overwrite" in capsys.readouterr().err

@@ -1,0 +1,50 @@
+"""Tiny fields made in code for renderer tests: a smooth density blob with random colour features."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neuralsim.fields.grid import GridField, GridFieldConfig
+
+
+def blob_field(dtype: torch.dtype = torch.float32, radius: float = 0.5, seed: int = 0) -> GridField:
+    """A soft ball of `radius` (density vanishes well before the box faces), 2 lighting anchors."""
+    config = GridFieldConfig(density_resolution=20, feature_resolution=10, feature_channels=4, appearance_dim=3,
+                             hidden_width=16, occupancy_resolution=8)
+    field = GridField(config, torch.tensor([0, 0, 1, 1]), 2, seed=seed)
+    with torch.no_grad():
+        res = config.density_resolution
+        axis = torch.linspace(-1, 1, res)
+        z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+        field.density_grid.copy_((6.0 - 24.0 * ((x**2 + y**2 + z**2) - radius**2).clamp(min=0) * 4
+                                  - 3.0 * (x**2 + y**2 + z**2))[None, None])
+        field.appearance.embeddings.copy_(torch.randn(4, 3, generator=torch.Generator().manual_seed(seed + 5)))
+    field.requires_grad_(False)
+    return field.to(dtype)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread: on the shared 2-core machine waiting OpenMP threads slow small tensors down badly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def field64() -> GridField:
+    return blob_field(torch.float64)
+
+
+@pytest.fixture
+def field32() -> GridField:
+    return blob_field(torch.float32)
+
+
+
+@pytest.fixture
+def make_field():
+    """Factory of blob fields: make_field(dtype=..., seed=...)."""
+    return blob_field

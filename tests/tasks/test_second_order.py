@@ -1,0 +1,108 @@
+"""Second-order terms of the detection loss against finite differences (float64, tiny detector)."""
+
+import pytest
+import torch
+
+from neuralsim.tasks.data import TensorDetectionData
+from neuralsim.tasks.second_order import (
+    detection_loss, dot, hvp, loss_grad, make_loss_fn, mixed_term, per_image_grad_dot, select_params,
+    validation_gradient,
+)
+
+
+@pytest.fixture(scope="module")
+def setup(make_detector, make_batch):
+    model = make_detector(seed=1, head_activation="silu").double()
+    images, targets = make_batch(torch.float64)
+    return model, images, targets
+
+
+def _random_like(params, seed):
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(p.shape, generator=g, dtype=p.dtype) for k, p in params.items()}
+
+
+def _rel(a, b):
+    return float(torch.sqrt(sum(((a[k] - b[k]) ** 2).sum() for k in a)) / torch.sqrt(sum((b[k] ** 2).sum() for k in b)))
+
+
+@pytest.mark.parametrize("group", ["heads", "heads+fpn"])
+def test_hvp_matches_finite_difference_of_gradient(setup, group):
+    model, images, targets = setup
+    params = select_params(model, group)
+    v = _random_like(params, 3)
+    eps = 1e-6
+    plus = loss_grad(model, {k: p + eps * v[k] for k, p in params.items()}, images, targets)
+    minus = loss_grad(model, {k: p - eps * v[k] for k, p in params.items()}, images, targets)
+    fd = {k: (plus[k] - minus[k]) / (2 * eps) for k in params}
+    assert _rel(hvp(model, params, images, targets, v), fd) <= 1e-3
+
+
+def test_mixed_term_matches_finite_difference_in_image_space(setup):
+    model, images, targets = setup
+    params = select_params(model, "heads")
+    v = _random_like(params, 4)
+    u = torch.randn(images.shape, generator=torch.Generator().manual_seed(5), dtype=images.dtype)
+    e = mixed_term(model, params, images, targets, v)
+    assert e.shape == images.shape
+    # s(x) = Σ_j ∇θ l(x_j)·v; a tiny step, since ReLU/max-pool in the backbone make s piecewise smooth
+    eps = 1e-7
+    s = lambda x: dot(loss_grad(model, params, x, targets), v)  # noqa: E731
+    fd = (s(images + eps * u) - s(images - eps * u)) / (2 * eps)
+    analytic = (e * u).sum()
+    assert abs(float(analytic - fd)) <= 1e-3 * abs(float(fd))
+
+
+def test_mixed_term_of_an_image_does_not_depend_on_its_batch(setup):
+    model, images, targets = setup
+    params = select_params(model, "heads")
+    v = _random_like(params, 6)
+    both = mixed_term(model, params, images, targets, v)
+    alone = mixed_term(model, params, images[1:], targets[1:], v)
+    torch.testing.assert_close(both[1:], alone, rtol=1e-9, atol=1e-12)
+    assert both[0].abs().sum() > 0
+
+
+def test_per_image_grad_dot_matches_per_image_gradients(setup):
+    model, images, targets = setup
+    params = select_params(model, "heads+fpn")
+    v = _random_like(params, 7)
+    fast = per_image_grad_dot(model, params, images, targets, v)
+    loop = torch.stack([dot(loss_grad(model, params, images[j : j + 1], targets[j : j + 1]), v) for j in range(2)])
+    torch.testing.assert_close(fast, loop, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(fast.sum(), dot(loss_grad(model, params, images, targets), v))
+
+
+def test_loss_is_twice_differentiable_in_images(setup):
+    model, images, targets = setup
+    params = select_params(model, "heads")
+    x = images.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(detection_loss(model, params, x, targets), x, create_graph=True)
+    (gxx,) = torch.autograd.grad(gx.pow(2).sum(), x)
+    assert gx.abs().sum() > 0 and torch.isfinite(gxx).all() and gxx.abs().sum() > 0
+
+
+def test_validation_gradient_is_the_mean_and_ignores_stale_grad(setup):
+    model, images, targets = setup
+    params = select_params(model, "heads")
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 7.0)  # a stale training gradient must not leak in
+    model.train()
+    data = TensorDetectionData(images, targets, ["a", "b"])
+    val = validation_gradient(model, params, data, batch_size=1)
+    full = loss_grad(model, params, images, targets)
+    assert _rel(val, {k: g / 2 for k, g in full.items()}) < 1e-12
+    assert model.training
+    mean_loss = make_loss_fn(model)(params, images, targets)
+    torch.testing.assert_close(mean_loss, detection_loss(model, params, images, targets) / 2)
+
+
+def test_param_groups_select_by_name(make_detector):
+    model = make_detector()
+    heads = select_params(model, "heads")
+    with_fpn = select_params(model, "heads+fpn")
+    assert heads and all(n.startswith("head.") for n in heads)
+    assert set(heads) < set(with_fpn) and any(n.startswith("backbone.fpn.") for n in with_fpn)
+    assert set(select_params(model, r"bbox_reg\.")) == {"head.regression_head.bbox_reg.weight", "head.regression_head.bbox_reg.bias"}
+    with pytest.raises(ValueError):
+        select_params(model, "no_such_layer")
