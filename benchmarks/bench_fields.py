@@ -1,9 +1,10 @@
 """Radiance-field benchmarks: fit time and held-out PSNR of the six paper objects, render throughput against
 a vanilla NeRF, and peak memory of the patch-wise backward. Results print as Markdown and go to a JSON file.
 
-    python benchmarks/bench_fields.py fit --sizes 64 --steps 1500 --out bench_out/fields
-    python benchmarks/bench_fields.py throughput --field bench_out/fields/fields/025_mug_64
-    python benchmarks/bench_fields.py memory --field bench_out/fields/fields/025_mug_64
+    python benchmarks/bench_fields.py fit --sizes 64 --steps 1500 --out runs/bench_fields
+    python benchmarks/bench_fields.py throughput --field runs/bench_fields/fields/025_mug_64
+    python benchmarks/bench_fields.py memory --field runs/bench_fields/fields/025_mug_64
+    python benchmarks/bench_fields.py lighting --field runs/bench_fields/fields/025_mug_64 --out docs/figures/x.png
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _seconds_to(metrics: Path, target_db: float) -> float | None:
 
 @app.command("fit")
 def fit_objects(
-    out: Annotated[Path, typer.Option(help="Folder for captures, fields and results.json.")] = Path("bench_out/fields"),
+    out: Annotated[Path, typer.Option(help="Folder for captures, fields and results.json.")] = Path("runs/bench_fields"),
     objects: Annotated[str, typer.Option(help="Comma-separated built-in objects.")] = ",".join(PAPER_OBJECTS),
     sizes: Annotated[str, typer.Option(help="Comma-separated image sizes in pixels.")] = "64,128",
     views: Annotated[int, typer.Option(help="Views per capture.")] = 100,
@@ -187,6 +188,35 @@ def memory(
     print(json.dumps({"machine": _machine(), "memory": rows}, indent=2))
     for row in rows:
         print(f"| {row['size']} | {row['patch_rays']} | {row['peak_added_mib']:.1f} |")
+
+
+@app.command("lighting")
+def lighting(
+    field: Annotated[Path, typer.Option(help="A fitted field folder with several lighting conditions.")],
+    out: Annotated[Path, typer.Option(help="PNG strip to write.")],
+    first: Annotated[int, typer.Option(help="Anchor at the left end.")] = 0,
+    second: Annotated[int, typer.Option(help="Anchor at the right end.")] = 1,
+    frames: Annotated[int, typer.Option(help="Images in the strip.")] = 7,
+    size: Annotated[int, typer.Option(help="Image size in pixels.")] = 96,
+) -> None:
+    """Render weights (1 − s)·anchor_first + s·anchor_second for s from 0 to 1, side by side over white."""
+    import numpy as np
+
+    from neuralsim.render import composite
+    from neuralsim.runtime import atomic_save_png
+
+    grid_field = load_field(field)
+    tiles = []
+    for s in np.linspace(0.0, 1.0, frames):
+        weights = torch.zeros(grid_field.anchor_count)
+        weights[first], weights[second] = 1.0 - s, s
+        with torch.no_grad():
+            image = render(grid_field, 30.0, 25.0, 4.0, weights, size, 40.0)
+            rgb = composite(image.rgb, image.alpha, torch.ones_like(image.rgb)).clamp(0, 1)
+        tiles.append((rgb.numpy() * 255).round().astype(np.uint8))
+    atomic_save_png(out, np.concatenate(tiles, axis=1))
+    names = grid_field.appearance.names
+    print(f"{out}: {names[first]} → {names[second]} in {frames} steps")
 
 
 if __name__ == "__main__":

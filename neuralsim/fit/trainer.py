@@ -54,13 +54,9 @@ class FitConfig:
     """First step at which occupancy is refreshed from the density (before: the visual hull only)."""
     occupancy_every: int = 100
     """Steps between occupancy refreshes."""
-    occupancy_min_alpha: float = 1e-3
-    """Cells whose one-step opacity stays below this are skipped."""
-    sparsity_weight: float = 1e-2
-    """Weight of the mean one-step opacity at random points: clears free space inside the visual hull,
-    which background rays never reach (the hull skips it), so that rays terminate early."""
-    sparsity_points: int = 8192
-    """Random points per step for the sparsity term."""
+    occupancy_min_alpha: float = 2e-2
+    """Cells whose one-step opacity stays below this are skipped (above the field's initial_alpha, so that
+    space the fit never made opaque is dropped)."""
     eval_every: int = 500
     """Steps between held-out evaluations (and at the end); 0: only at the end."""
     checkpoint_every: int = 250
@@ -121,8 +117,7 @@ def train_step(field: GridField, optimizer: torch.optim.Adam, bank: RayBank, con
     target = bank.rgba[ids]
     target_rgb = target[:, :3] * target[:, 3:]  # premultiplied, like the render
     colour_loss = F.mse_loss(out.rgb, target_rgb)
-    loss = colour_loss + F.mse_loss(out.alpha, target[:, 3]) + config.sparsity_weight * _free_space_opacity(
-        field, config.sparsity_points, generator)
+    loss = colour_loss + F.mse_loss(out.alpha, target[:, 3])
     decay = config.lr_final_fraction ** (step / max(config.steps, 1))
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * decay
@@ -130,16 +125,6 @@ def train_step(field: GridField, optimizer: torch.optim.Adam, bank: RayBank, con
     loss.backward()
     optimizer.step()
     return {"loss": loss.item(), "train_psnr": -10.0 * np.log10(max(colour_loss.item(), 1e-12))}
-
-
-def _free_space_opacity(field: GridField, count: int, generator: torch.Generator) -> Tensor:
-    """Mean one-step opacity at `count` uniform points of [-1, 1]³ that the occupancy grid keeps."""
-    device = field.density_grid.device
-    points = torch.rand(count, 3, generator=generator, device=device) * 2.0 - 1.0
-    points = points[field.occupied(points)]
-    if len(points) == 0:
-        return field.density_grid.sum() * 0.0
-    return (1.0 - torch.exp(-field.density(points) * field.step_size)).mean()
 
 
 @torch.no_grad()

@@ -80,7 +80,7 @@ def test_training_lowers_the_loss_and_evaluates_on_coco_and_tensors(shapes_set, 
     model = make_detector(seed=0)
     images, targets = data.batch(list(range(len(data))))
     before = model(images, targets).loss_per_image().mean()
-    train_detector(model, data, TrainConfig(steps=25, batch_size=4, lr=2e-3, warmup_steps=3), show_progress=False)
+    train_detector(model, data, TrainConfig(steps=12, batch_size=4, lr=2e-3, warmup_steps=2), show_progress=False)
     after = model(images, targets).loss_per_image().mean()
     assert after < 0.7 * before
     on_file = evaluate_detector(model, data)
