@@ -17,9 +17,9 @@ def _csv(text: str) -> list[str]:
 
 
 DEMO = dict(objects=["002_master_chef_can", "019_pitcher_base", "025_mug", "035_power_drill"], size=64,
-            capture_views=60, fit_steps=600, val_per_object=10, test_per_object=25, target_spp=16,
-            pretrain_per_object=60, pretrain_epochs=6, methods=["ns", "nso"], inits=["different"], seeds=[0],
-            steps=6, images_per_object=24, hvp_images=24, cg_iterations=5, psi_lr=1.0)
+            capture_views=60, fit_steps=250, fit_rays=2048, val_per_object=10, test_per_object=25, target_spp=16,
+            pretrain_per_object=80, pretrain_epochs=12, methods=["ns", "nso", "influence"], inits=["different"],
+            seeds=[0], steps=6, images_per_object=20, hvp_images=20, cg_iterations=5, damping=1.0, psi_lr=1.0)
 
 
 def demo_summary(out: Path) -> str:
@@ -30,9 +30,9 @@ def demo_summary(out: Path) -> str:
     parts = []
     for obj in summary["biased"]:
         by = {r["method"]: r for r in summary["rows"]}
-        if "nso" in by and "ns" in by:
-            parts.append(f"{obj}: TV(ψ, test) {by['nso'][f'tv_first/{obj}']:.2f} → {by['nso'][f'tv_last/{obj}']:.2f}, "
-                         f"test AP {100 * (by['ns'][f'ap/{obj}'] or 0):.1f} (NS) vs {100 * (by['nso'][f'ap/{obj}'] or 0):.1f} (NSO)")
+        moved = ", ".join(f"{m} {by[m][f'tv_first/{obj}']:.2f} → {by[m][f'tv_last/{obj}']:.2f}" for m in by if m != "ns")
+        aps = ", ".join(f"{100 * (by[m][f'ap/{obj}'] or 0):.1f} ({m})" for m in by)
+        parts.append(f"{obj}: TV(ψ, test) {moved}; test AP {aps}")
     return "; ".join(parts)
 
 
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="Demo folder.")] = Path("runs/demo"),
         cache: Annotated[Optional[Path], typer.Option(help="Cache folder (default $NEURALSIM_CACHE or ~/.cache/neuralsim).")] = None,
     ) -> None:
-        """A small pose-gap experiment on four built-in objects: NS against NSO, with a report."""
+        """A small pose-gap experiment on four built-in objects: NS against NSO and influence, with a report."""
         from neuralsim.experiments.recipes import BenchConfig, run_bench
 
         start = time.perf_counter()

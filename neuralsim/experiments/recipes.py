@@ -40,6 +40,8 @@ class BenchConfig:
     """Image size of captures, target sets and training images (pixels)."""
     capture_views: int = 100
     fit_steps: int = 1500
+    fit_rays: int = 4096
+    """Rays per fitting step."""
     val_per_object: int = 20
     test_per_object: int = 50
     target_spp: int = 32
@@ -90,7 +92,7 @@ def prepare(bench: BenchConfig, log=print) -> Prepared:
     bench.validate()
     gap, root = bench.gap_spec, cache_root(bench.cache)
     capture_cfg = CaptureConfig(views=bench.capture_views, size=bench.size, lighting=list(gap.lighting))
-    fit_cfg = FitConfig(steps=bench.fit_steps, eval_every=0)
+    fit_cfg = FitConfig(steps=bench.fit_steps, rays_per_step=bench.fit_rays, eval_every=0)
     fields = {}
     for obj in bench.objects:
         log(f"capture and field: {obj}")

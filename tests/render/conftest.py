@@ -24,14 +24,6 @@ def blob_field(dtype: torch.dtype = torch.float32, radius: float = 0.5, seed: in
     return field.to(dtype)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One torch thread: on the shared 2-core machine waiting OpenMP threads slow small tensors down badly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture
 def field64() -> GridField:

@@ -57,15 +57,6 @@ def tiny_batch(dtype: torch.dtype = torch.float32, seed: int = 0):
     return images, targets
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: these convolutions are tiny, and two threads spin against each other when other
-    jobs share the 2 cores (measured: the train tests ran 5× slower under load with 2 threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture
 def shapes_set(tmp_path: Path) -> Path:
