@@ -11,6 +11,7 @@ the `.grad` fields of the model.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -21,6 +22,9 @@ from neuralsim.tasks.data import DetectionData, iterate_batches, to_device
 from neuralsim.tasks.detector import Detector, Targets
 
 Params = dict[str, Tensor]
+
+# torch.func.jvp goes through a torch-internal `torch.jit.script` that warns on every call; the warning is torch's.
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
 
 PARAM_GROUPS = {
     "heads": r"^head\.",
