@@ -96,3 +96,23 @@ def test_bad_configs(assets, tmp_path):
     with pytest.raises(UserError, match="no lighting condition"):
         BilevelRun(dataclasses.replace(cfg, lighting=["studio"]), tmp_path / "z")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_nan_hypergradient_stops_and_keeps_the_last_checkpoint(assets, tmp_path, monkeypatch):
+    import neuralsim.bilevel.loop as loop
+    from neuralsim.bilevel.estimators import Hypergradient
+    from neuralsim.bilevel.inverse_hvp import InverseHVPResult
+
+    run = BilevelRun(config(assets, steps=2), tmp_path / "nan")
+    run.step(0)
+    saved = (tmp_path / "nan" / "psi.json").read_text()
+
+    def nan_hypergradient(psi, *args, **kwargs):
+        grads = {n: torch.full_like(t, float("nan")) for n, t in psi.trainable().items()}
+        return Hypergradient(grads, InverseHVPResult(torch.zeros(1), 0.0, 0))
+
+    monkeypatch.setattr(loop, "hypergradient", nan_hypergradient)
+    with pytest.raises(UserError, match="not finite"):
+        run.step(1)
+    assert json.loads((tmp_path / "nan" / "checkpoint" / "state.json").read_text())["step"] == 0
+    assert (tmp_path / "nan" / "psi.json").read_text() == saved
