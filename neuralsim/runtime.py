@@ -12,7 +12,6 @@ import io
 import json
 import math
 import os
-import random
 import shutil
 import tempfile
 import time
@@ -202,15 +201,7 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-# ----------------------------------------------------------------------------- seeding, device
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, numpy and torch; return a CPU `torch.Generator` seeded with `seed`."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
+# ----------------------------------------------------------------------------- seeds, device
 
 
 def derive_seed(seed: int, *keys: Any) -> int:
