@@ -38,14 +38,17 @@ class InverseHVPResult:
     v: Tensor  # (m,)
     residual: float  # ‖(H + λI)v − g‖ / ‖g‖
     iterations: int  # HVPs spent (not counting the residual check)
+    negative_curvature: bool = False  # CG met a direction of non-positive curvature and stopped there
 
 
-def conjugate_gradient(apply_a: HVP, g: Tensor, iterations: int, tol: float) -> tuple[Tensor, int]:
+def conjugate_gradient(apply_a: HVP, g: Tensor, iterations: int, tol: float,
+                       stopped: list[bool] | None = None) -> tuple[Tensor, int]:
     """Solve A v = g for symmetric positive definite A given as a callable, from v = 0.
 
     A detector's Hessian need not be positive definite even after damping: on a direction of non-positive
     curvature CG stops (truncated CG, as in Newton-CG) and returns its iterate so far, or g itself if that
-    happens at once, instead of stepping to a meaningless point."""
+    happens at once, instead of stepping to a meaningless point; `stopped` (if given) gets True appended then.
+    The residual of that g can be large (it is ‖Ag − g‖/‖g‖), though g is the usual first-order direction."""
     v = torch.zeros_like(g)
     r = g.clone()
     d = r.clone()
@@ -57,6 +60,8 @@ def conjugate_gradient(apply_a: HVP, g: Tensor, iterations: int, tol: float) -> 
         ad = apply_a(d)
         curvature = d @ ad
         if curvature <= 0:
+            if stopped is not None:
+                stopped.append(True)
             return (g.clone() if i == 0 else v), i + 1
         alpha = rr / curvature
         v = v + alpha * d
@@ -82,11 +87,12 @@ def inverse_hvp(hvp: HVP, g: Tensor, config: InverseHVPConfig) -> InverseHVPResu
     def apply_a(x: Tensor) -> Tensor:
         return hvp(x) + config.damping * x
 
+    stopped: list[bool] = []
     if config.method == "cg":
-        v, spent = conjugate_gradient(apply_a, g, config.iterations, config.tol)
+        v, spent = conjugate_gradient(apply_a, g, config.iterations, config.tol, stopped)
     elif config.method == "neumann":
         v, spent = neumann(apply_a, g, config.iterations, config.neumann_scale), config.iterations
     else:
         v, spent = g.clone(), 0
     residual = torch.linalg.vector_norm(apply_a(v) - g) / torch.linalg.vector_norm(g).clamp_min(1e-300)
-    return InverseHVPResult(v.detach(), float(residual), spent)
+    return InverseHVPResult(v.detach(), float(residual), spent, bool(stopped))

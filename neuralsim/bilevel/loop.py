@@ -211,7 +211,7 @@ class BilevelRun:
         cfg, timing = self.cfg, {}
         generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "step", t))
         start = time.perf_counter()
-        cg_residual, grads = None, None
+        cg_residual, cg_negative, grads = None, None, None
         psi_used = self.psi.probabilities()  # ψ_t, which drew this step's data
         if cfg.method == "lts":
             self._lts_base, self._lts_models, self._step = self.model, [], t
@@ -234,6 +234,7 @@ class BilevelRun:
                 result = hypergradient(self.psi, train, task, cfg.hypergradient, render=self.source,
                                        generator=generator, render_vjp=self.source.vjp)
                 grads, cg_residual = result.grads, result.inverse.residual
+                cg_negative = result.inverse.negative_curvature
                 timing["hypergradient"] = time.perf_counter() - tick
         if grads is not None:
             self.optimizer.step(grads)
@@ -247,6 +248,7 @@ class BilevelRun:
         record = {
             "method": cfg.method, "val_loss": val_loss, "test_ap": test.ap, "test_ap50": test.ap50,
             "per_class": test.per_class, "psi": psi_used, "psi_after": self.psi.probabilities(), "cg_residual": cg_residual,
+            "cg_negative_curvature": cg_negative,
             "hypergradient_norm": None if grads is None else float(torch.sqrt(sum((g * g).sum() for g in grads.values()))),
             "seconds": timing, "peak_memory_mb": peak_memory_mb(self.device),
             "detector_trainings": cfg.lts.datasets if cfg.method == "lts" else 1,

@@ -25,8 +25,17 @@ def _runs(out: Path) -> dict[tuple[str, str, int], list[dict]]:
     return runs
 
 
+TAIL = 3
+"""Outer steps averaged for a run's AP: one step's AP on a few dozen test images moves by several points."""
+
+
+def _tail(metrics: list[dict], value) -> float:
+    return float(np.mean([value(m) or 0.0 for m in metrics[-TAIL:]]))
+
+
 def summarise(out: str | Path) -> dict:
-    """Plain numbers of the grid: final AP per biased object, TV to the test distribution, compute."""
+    """Plain numbers of the grid: AP per biased object (mean over the last `TAIL` steps), TV to the test
+    distribution, validation loss, compute."""
     from neuralsim.experiments.gaps import target_probs
 
     out = Path(out)
@@ -36,14 +45,16 @@ def summarise(out: str | Path) -> dict:
     rows = []
     for (init, method, seed), metrics in _runs(out).items():
         last = metrics[-1]
-        row = {"init": init, "method": method, "seed": seed, "steps": len(metrics), "test_ap": last["test_ap"],
-               "test_ap50": last["test_ap50"],
+        row = {"init": init, "method": method, "seed": seed, "steps": len(metrics),
+               "test_ap": _tail(metrics, lambda m: m["test_ap"]), "test_ap50": _tail(metrics, lambda m: m["test_ap50"]),
+               "val_loss_first": metrics[0]["val_loss"], "val_loss": _tail(metrics, lambda m: m["val_loss"]),
                "trainings": sum(m["detector_trainings"] for m in metrics),
                "images": sum(m["images_rendered"] for m in metrics),
                "seconds": sum(m["seconds"]["total"] for m in metrics)}
         for obj in bench["biased"]:
-            row[f"ap/{obj}"] = last["per_class"][obj]["ap"]
-            row[f"ap50/{obj}"] = last["per_class"][obj]["ap50"]
+            row[f"ap_first/{obj}"] = metrics[0]["per_class"][obj]["ap"]
+            row[f"ap/{obj}"] = _tail(metrics, lambda m: m["per_class"][obj]["ap"])
+            row[f"ap50/{obj}"] = _tail(metrics, lambda m: m["per_class"][obj]["ap50"])
             target = target_probs(gap, obj)
             row[f"tv_first/{obj}"] = total_variation(metrics[0]["psi"][obj][factor], target)
             row[f"tv_last/{obj}"] = total_variation(last["psi_after"][obj][factor], target)
@@ -68,7 +79,7 @@ def write_bench_report(out: str | Path) -> Path:
         return report.save(out)
     inits = sorted({r["init"] for r in rows}, key=["same", "uniform", "different"].index)
     methods = [m for m in ("ns", "lts", "autosim", "nso", "influence") if any(r["method"] == m for r in rows)]
-    report.heading("Test AP of the biased objects (mean ± std over seeds, last outer step)")
+    report.heading(f"Test AP of the biased objects (mean ± std over seeds; each run: mean of its last {TAIL} outer steps)")
     table = []
     for obj in biased:
         mean = np.zeros((len(inits), len(methods)))
@@ -99,9 +110,9 @@ def write_bench_report(out: str | Path) -> Path:
             report.figure(f"psi_{init}_{method}_{obj}", plot_psi_history(history, target_probs(gap, obj),
                                                                          f"{obj} ({init}, {method})",
                                                                          bin_labels(psi, obj, gap.factor)))
-    report.heading("Per-class test AP at the last step (mean over seeds and initialisations)")
+    report.heading(f"Per-class test AP, last {TAIL} steps (mean over steps, seeds and initialisations)")
     classes = list(next(iter(runs.values()))[-1]["per_class"])
-    per_class = [[c, *[float(np.mean([(ms[-1]["per_class"][c]["ap"] or 0.0) for (i, m, s), ms in runs.items() if m == meth]))
+    per_class = [[c, *[float(np.mean([_tail(ms, lambda x: x["per_class"][c]["ap"]) for (i, m, s), ms in runs.items() if m == meth]))
                        for meth in methods]] for c in classes]
     per_class.append(["mAP", *[float(np.mean([row[k + 1] for row in per_class])) for k in range(len(methods))]])
     report.table(["class", *methods], per_class)

@@ -22,6 +22,11 @@ class PsiOptimizerConfig:
 
     method: str = "normalized"
     lr: float = 0.5
+    natural: bool = False
+    """Precondition each categorical's logit gradient by the inverse Fisher information of the categorical
+    (mirror descent on the simplex): the logit of bin i moves by ∂L/∂p_i − mean_j ∂L/∂p_j instead of
+    p_i(∂L/∂p_i − Σ_j p_j ∂L/∂p_j), so mass flows to a better bin at a rate that does not shrink with
+    that bin's current probability. Lighting weights on the simplex are left as they are."""
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
 
@@ -52,12 +57,24 @@ class PsiOptimizer:
                 raise UserError(f"The hypergradient of ψ '{name}' is not finite (NaN or inf); stopping here — "
                                 "the last good checkpoint is kept.")
         self.t += 1
-        deltas = self._deltas({name: hypergradient[name].detach() for name in params})
+        grads = {name: hypergradient[name].detach() for name in params}
+        if self.config.natural:
+            grads = {name: self._natural(name, g) for name, g in grads.items()}
+        deltas = self._deltas(grads)
         with torch.no_grad():
             for name, t in params.items():
                 t.sub_(deltas[name])
         self.psi.project()
         return float(torch.sqrt(sum((d * d).sum() for d in deltas.values())))
+
+    def _natural(self, name: str, grad: Tensor) -> Tensor:
+        """F⁺∇ for a categorical's logits (F = diag(p) − ppᵀ): ∇/p, centred; other leaves unchanged."""
+        obj, leaf = name.rsplit("/", 1)
+        if leaf not in self.psi.objects[obj].factors:
+            return grad
+        p = self.psi.objects[obj].factors[leaf].probs().detach().to(grad.dtype)
+        scaled = grad / p.clamp_min(torch.finfo(grad.dtype).tiny)
+        return scaled - scaled.mean()
 
     def _deltas(self, grads: dict[str, Tensor]) -> dict[str, Tensor]:
         lr = self.config.lr

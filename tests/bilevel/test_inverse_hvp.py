@@ -68,3 +68,7 @@ def test_cg_stops_on_negative_curvature():
     assert float(v @ g) > 0  # still a direction that agrees with g
     v0, spent0 = conjugate_gradient(lambda x: -x, g, iterations=10, tol=1e-12)
     assert spent0 == 1 and torch.equal(v0, g)
+    from neuralsim.bilevel.inverse_hvp import InverseHVPConfig, inverse_hvp
+
+    assert inverse_hvp(lambda x: a @ x, g, InverseHVPConfig(damping=0.0)).negative_curvature
+    assert not inverse_hvp(lambda x: a.abs() @ x, g, InverseHVPConfig(damping=0.0)).negative_curvature

@@ -64,3 +64,33 @@ def test_adam_state_round_trip():
     other = PsiOptimizer(psi, PsiOptimizerConfig(method="adam", lr=0.1))
     other.load_state_dict(opt.state_dict())
     assert other.t == 1 and torch.equal(other.m["o/azimuth"], opt.m["o/azimuth"])
+
+
+def _linear_loss_steps(natural: bool, steps: int) -> torch.Tensor:
+    """ψ_azimuth starts with bin 5 at 0.8; L = Σ c_i p_i is lowest for bin 1 (dL/dp = c exactly)."""
+    psi = make_psi()
+    factor = psi.objects["o"].factors["azimuth"]
+    with torch.no_grad():
+        factor.logits.copy_(torch.log(torch.tensor([0.2 / 7] * 5 + [0.8] + [0.2 / 7] * 2, dtype=DTYPE)))
+    c = torch.tensor([0.5, 0.0, 0.4, 0.5, 0.6, 0.7, 0.6, 0.5], dtype=DTYPE)
+    opt = PsiOptimizer(psi, PsiOptimizerConfig(method="normalized", lr=0.5, natural=natural))
+    for _ in range(steps):
+        grad = torch.autograd.grad((factor.probs() * c).sum(), factor.logits)[0]
+        opt.step({"o/azimuth": grad, "o/lighting": torch.zeros(3, dtype=DTYPE)})
+    return factor.probs().detach()
+
+
+def test_natural_gradient_moves_mass_to_the_best_bin_whatever_its_probability():
+    psi = make_psi()
+    factor = psi.objects["o"].factors["azimuth"]
+    c = torch.linspace(0, 1, 8, dtype=DTYPE)
+    grad = torch.autograd.grad((factor.probs() * c).sum(), factor.logits)[0]
+    before = factor.logits.detach().clone()
+    PsiOptimizer(psi, PsiOptimizerConfig(method="sgd", lr=0.1, natural=True)).step(
+        {"o/azimuth": grad, "o/lighting": torch.zeros(3, dtype=DTYPE)})
+    torch.testing.assert_close(factor.logits.detach() - before, -0.1 * (c - c.mean()))  # F⁺∇ = ∂L/∂p, centred
+    # Early on, the plain step drains bin 5 into every bin alike; the natural one into the best bin.
+    plain, natural = _linear_loss_steps(False, 4), _linear_loss_steps(True, 4)
+    others = [0, 2, 3, 4, 6, 7]
+    assert natural[1] / natural[others].max() > 1.5 * plain[1] / plain[others].max()
+    assert _linear_loss_steps(True, 12)[1] > 0.9

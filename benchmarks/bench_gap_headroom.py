@@ -1,0 +1,87 @@
+"""How much a gap can give: detectors trained from scratch on field renders drawn from ψ₀ = same, uniform or
+different, scored on the gap's test set. AP(same) − AP(different) of the biased objects bounds what any ψ
+optimisation can recover from the `different` start at this detector budget.
+
+    .venv/bin/python benchmarks/bench_gap_headroom.py --gap pose --inits same,different --seeds 0,1 --epochs 30 \
+        [--demo] [--out benchmarks/results/headroom-pose.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from neuralsim.bilevel.data import draw_training_set
+from neuralsim.bilevel.field_source import FieldSource, SourceConfig, load_fields
+from neuralsim.experiments.cli import DEMO
+from neuralsim.experiments.recipes import BenchConfig, initial_psi, prepare
+from neuralsim.runtime import atomic_write_json, derive_seed
+from neuralsim.tasks.data import CocoDetectionData, TensorDetectionData
+from neuralsim.tasks.detector import build_from_config
+from neuralsim.tasks.evaluate import evaluate_detector
+from neuralsim.tasks.train import TrainConfig, train_detector
+
+
+def train_and_score(bench: BenchConfig, source: FieldSource, test: CocoDetectionData, init: str, seed: int,
+                    per_object: int, epochs: int) -> dict:
+    names = list(bench.objects)
+    generator = torch.Generator().manual_seed(derive_seed(seed, "headroom", init))
+    train = draw_training_set(initial_psi(bench.gap_spec, init), {o: per_object for o in names}, source, generator, None)
+    config = dataclasses.replace(bench.detector, num_classes=len(names), category_names=names, image_size=bench.size)
+    model = build_from_config(config, seed=seed)
+    train_detector(model, TensorDetectionData(train.images, train.targets, names),
+                   TrainConfig(epochs=epochs, trainable="all", lr=1e-3, batch_size=16, seed=seed), show_progress=False)
+    result = evaluate_detector(model, test)
+    return {"ap": result.ap, "ap50": result.ap50, "per_class": result.per_class}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gap", default="pose")
+    parser.add_argument("--inits", default="same,different")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--per-object", type=int, default=80)
+    parser.add_argument("--demo", action="store_true", help="the demo's four objects and sizes")
+    parser.add_argument("--cache", default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    bench = BenchConfig(gap=args.gap, cache=args.cache, **(DEMO if args.demo else {}))
+    bench.inits = []  # no pre-trained detectors needed here
+    bench.detector = dataclasses.replace(bench.detector, image_size=bench.size)
+    prepared = prepare(bench)
+    source = FieldSource(load_fields(prepared.fields), list(bench.objects), list(bench.gap_spec.lighting),
+                         SourceConfig(size=bench.size, seed=1))
+    test = CocoDetectionData.load(prepared.test)
+    runs = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for init in args.inits.split(","):
+            tick = time.perf_counter()
+            row = {"init": init, "seed": seed, **train_and_score(bench, source, test, init, seed, args.per_object,
+                                                                   args.epochs), "seconds": time.perf_counter() - tick}
+            runs.append(row)
+            print(json.dumps({k: row[k] for k in ("init", "seed", "ap", "ap50", "seconds")}
+                             | {o: row["per_class"][o]["ap"] for o in bench.biased}), flush=True)
+    summary = {}
+    for init in args.inits.split(","):
+        for obj in bench.biased:
+            aps = [r["per_class"][obj]["ap"] for r in runs if r["init"] == init]
+            summary[f"{init}/{obj}"] = {"mean": statistics.mean(aps), "sd": statistics.stdev(aps) if len(aps) > 1 else 0.0}
+    result = {"gap": args.gap, "objects": bench.objects, "biased": bench.biased, "epochs": args.epochs,
+              "per_object": args.per_object, "test_per_object": bench.test_per_object, "machine": platform.machine(),
+              "runs": runs, "summary": summary, "seconds": time.perf_counter() - start}
+    if args.out:
+        atomic_write_json(args.out, result)
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

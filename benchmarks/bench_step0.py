@@ -1,0 +1,137 @@
+"""The hypergradient at the first outer step of a gap, on the real detector (issue 6, estimator quality).
+
+Prepares the pose-gap assets (cached), trains the detector one outer step on data drawn from ψ₀ exactly as the
+loop does, then holds θ and v fixed and draws each estimator many times on fresh training sets. Reports, per
+estimator and per choice of v: the cosine of single draws with the reference (the mean of all `influence` draws
+with the same v), its spread, and where the descent direction sends the biased objects' mass of the gap's factor.
+
+    .venv/bin/python benchmarks/bench_step0.py --gap pose --draws 8 [--demo] [--out benchmarks/results/step0-pose.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from neuralsim.bilevel.data import draw_training_set
+from neuralsim.bilevel.detector_task import DetectorTask
+from neuralsim.bilevel.estimators import influence, pathwise, probe_bin_means, score_function
+from neuralsim.bilevel.inverse_hvp import InverseHVPConfig, inverse_hvp
+from neuralsim.bilevel.loop import BilevelRun
+from neuralsim.experiments.cli import DEMO
+from neuralsim.experiments.recipes import BenchConfig, initial_psi, prepare, run_config
+from neuralsim.runtime import atomic_write_json, derive_seed
+
+ESTIMATORS = {  # name → τ of the training draws (None: discrete)
+    "nso τ=0.1": 0.1,
+    "nso τ=1": 1.0,
+    "autosim": None,
+    "influence": None,
+}
+
+
+def estimate(name: str, run: BilevelRun, task: DetectorTask, v: torch.Tensor, generator: torch.Generator,
+             probes: int) -> dict[str, torch.Tensor]:
+    train = draw_training_set(run.psi, run.counts(), run.source, generator, ESTIMATORS[name])
+    if name.startswith("nso"):
+        return pathwise(run.psi, train, task, v, run.source.vjp, replay_batch=4, factors=(run.cfg.factors[0],))
+    if name == "autosim":
+        return score_function(run.psi, train, task, v)
+    return influence(run.psi, train, task, v, run.source, generator, probes)
+
+
+def flat(grads: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
+    return torch.cat([grads[n].flatten() for n in names]).double()
+
+
+def cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(a @ b / (a.norm() * b.norm() + 1e-30))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gap", default="pose", help="pose or zoom (a gap of binned factors)")
+    parser.add_argument("--draws", type=int, default=8)
+    parser.add_argument("--probes", type=int, default=4, help="influence: probe renders per bin")
+    parser.add_argument("--reference-probes", type=int, default=16, help="probes per bin of the m_i table")
+    parser.add_argument("--damping", type=float, default=1.0)
+    parser.add_argument("--cg-iterations", type=int, default=10)
+    parser.add_argument("--theta", default="heads")
+    parser.add_argument("--estimators", default=",".join(ESTIMATORS))
+    parser.add_argument("--identity-draws", action="store_true",
+                        help="draw the estimators with v = ∇θL_val too (the bin means m_i are always shown for both)")
+    parser.add_argument("--demo", action="store_true", help="the demo's four objects and sizes (else the full bench)")
+    parser.add_argument("--cache", default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    start = time.perf_counter()
+
+    bench = BenchConfig(**(DEMO if args.demo else {}) | {"gap": args.gap, "cache": args.cache, "inits": ["different"]})
+    factor = bench.gap_spec.factor
+    if factor == "lighting":
+        raise SystemExit("bench_step0 compares estimators of binned factors: use --gap pose or zoom")
+    bench.detector = dataclasses.replace(bench.detector, image_size=bench.size)
+    prepared = prepare(bench)
+    with tempfile.TemporaryDirectory() as tmp:
+        psi_path = initial_psi(bench.gap_spec, "different").save(Path(tmp) / "psi0.json")
+        cfg = run_config(bench, prepared, "different", "influence", 0, psi_path)
+        cfg.theta = args.theta
+        run = BilevelRun(cfg, Path(tmp) / "run")
+        generator = torch.Generator().manual_seed(derive_seed(0, "step", 0))
+        train = draw_training_set(run.psi, run.counts(), run.source, generator, None)
+        run._train(run.model, train, 0)
+        sub = torch.randperm(len(train), generator=generator)[: cfg.hvp_images]
+        task = DetectorTask(run.model, cfg.theta, train.images[sub], [train.targets[i] for i in sub], run.val,
+                            cfg.batch_size)
+        g_val = task.val_grad()
+        solves = {"cg": inverse_hvp(task.hvp, g_val, InverseHVPConfig(damping=args.damping,
+                                                                        iterations=args.cg_iterations)),
+                  "identity": inverse_hvp(task.hvp, g_val, InverseHVPConfig(method="identity"))}
+        biased, target = list(bench.biased), bench.gap_spec.target_bin
+        names = [f"{o}/{factor}" for o in bench.objects]
+        result = {"gap": args.gap, "draws": args.draws, "probes": args.probes, "machine": platform.machine(), "theta_size": task.size, "damping": args.damping,
+                  "cg_residual": solves["cg"].residual, "cg_iterations": solves["cg"].iterations,
+                  "cos_v_cg_identity": cos(solves["cg"].v.double(), g_val.double()), "v": {}}
+        for v_name, solve in solves.items():
+            v = solve.v
+            m = {o: probe_bin_means(run.psi.objects[o], factor, o, run.source, task, v, args.reference_probes,
+                                    torch.Generator().manual_seed(derive_seed(1, "probes", o))).tolist()
+                 for o in biased}
+            draws, seconds = {}, {}
+            for name in args.estimators.split(",") if v_name == "cg" or args.identity_draws else []:
+                tick = time.perf_counter()
+                draws[name] = [flat(estimate(name, run, task, v, torch.Generator().manual_seed(derive_seed(2, name, d)),
+                                             args.probes), names) for d in range(args.draws)]
+                seconds[name] = (time.perf_counter() - tick) / args.draws
+                print(f"{v_name} {name}: {seconds[name]:.1f} s per draw", flush=True)
+            reference = torch.stack(draws["influence"]).mean(0) if "influence" in draws else None
+            rows = {}
+            for name, hs in draws.items():
+                mean = torch.stack(hs).mean(0)
+                step = -mean.reshape(len(bench.objects), -1)  # descent direction on the logits
+                row = {"seconds_per_draw": seconds[name],
+                       "target_bin_rank": {o: int((step[bench.objects.index(o)] > step[bench.objects.index(o), target])
+                                                  .sum()) for o in biased},
+                       "descent_on_logits": {o: step[bench.objects.index(o)].tolist() for o in biased}}
+                if reference is not None:
+                    cs = [cos(h, reference) for h in hs]
+                    row |= {"mean_cos": sum(cs) / len(cs), "min_cos": min(cs), "cos_of_mean": cos(mean, reference),
+                            "rel_variance": float(torch.stack([(h - mean).pow(2).sum() for h in hs]).mean()
+                                                  / reference.pow(2).sum())}
+                rows[name] = row
+            result["v"][v_name] = {"bin_means": m, "estimators": rows}
+    result["seconds"] = time.perf_counter() - start
+    if args.out:
+        atomic_write_json(args.out, result)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

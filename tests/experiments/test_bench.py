@@ -1,0 +1,61 @@
+"""`neuralsim bench` end to end at a tiny size, in a subprocess (real Mitsuba captures, fields, detector):
+every (method, seed) cell runs, the report is written, a second call reuses the finished runs, and a bad
+config gets one line and exit code 2."""
+
+import json
+
+import pytest
+
+from neuralsim.experiments.gaps import GAPS
+
+TINY = {
+    "gap": "pose", "objects": ["002_master_chef_can", "019_pitcher_base"], "biased": ["019_pitcher_base"],
+    "size": 32, "capture_views": 8, "fit_steps": 20, "fit_rays": 512, "val_per_object": 2, "test_per_object": 2,
+    "target_spp": 4, "pretrain_per_object": 4, "pretrain_epochs": 1, "methods": ["ns", "influence"],
+    "inits": ["different"], "seeds": [0], "steps": 2, "images_per_object": 2, "hvp_images": 2, "cg_iterations": 2,
+    "damping": 1.0, "psi_lr": 1.0,
+    "detector": {"backbone": "resnet18", "image_size": 32, "fpn_channels": 16, "head_activation": "silu"},
+    "train": {"epochs": 1, "batch_size": 2, "trainable": "heads", "init": "warm", "warmup_steps": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    (root / "bench.json").write_text(json.dumps(TINY))
+    return root
+
+
+def test_bench_runs_every_cell_writes_the_report_and_reuses_finished_runs(cli, tiny_bench):
+    root = tiny_bench
+    r = cli("bench", root / "bench.json", "--out", root / "out", "--cache", root / "cache", "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = root / "out"
+    assert (out / "report.html").is_file()
+    for method in ("ns", "influence"):
+        lines = (out / "runs" / f"different-{method}-s0" / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["step"] for line in lines] == [0, 1]
+    first = [json.loads(line) for line in (out / "runs/different-influence-s0/metrics.jsonl").read_text().splitlines()]
+    psi0, psi_end = first[0]["psi"]["019_pitcher_base"]["azimuth"], first[-1]["psi_after"]["019_pitcher_base"]["azimuth"]
+    assert psi0[GAPS["pose"].different_bin] == pytest.approx(0.8)
+    assert psi_end != pytest.approx(psi0)  # influence moved ψ
+    ns = [json.loads(line) for line in (out / "runs/different-ns-s0/metrics.jsonl").read_text().splitlines()]
+    assert ns[-1]["psi_after"] == ns[0]["psi"]  # ns never does
+    # The detector was pre-trained on ψ₀ (cached once per initialisation), not on uniform data.
+    assert [p.name.split("-")[1] for p in (root / "cache" / "detectors").iterdir()] == ["different"]
+    stamp = (out / "runs/different-ns-s0/metrics.jsonl").stat().st_mtime_ns
+    r = cli("bench", root / "bench.json", "--out", root / "out", "--cache", root / "cache", "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "runs/different-ns-s0/metrics.jsonl").stat().st_mtime_ns == stamp  # finished runs are reused
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"steps": 0}, "positive integers"), ({"methods": ["nso", "magic"]}, "Unknown method"),
+    ({"gap": "weather"}, "Unknown gap"), ({"biased": ["025_mug"]}, "must be among the objects"),
+    ({"colour": 3}, "unknown setting"), ({"detector": 3}, "detector and train"),
+])
+def test_bad_bench_config_gives_one_line_and_exit_code_2(cli, tmp_path, change, words):
+    (tmp_path / "bench.json").write_text(json.dumps(TINY | change))
+    r = cli("bench", tmp_path / "bench.json", "--out", tmp_path / "out", "--cache", tmp_path / "cache")
+    assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "out").exists()
