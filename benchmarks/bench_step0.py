@@ -47,6 +47,37 @@ def estimate(name: str, run: BilevelRun, task: DetectorTask, v: torch.Tensor, ge
     return influence(run.psi, train, task, v, run.source, generator, probes)
 
 
+def label_check(run: BilevelRun, task: DetectorTask, v: torch.Tensor, obj: str, factor: str, n: int,
+                delta: float) -> dict:
+    """Per image j drawn from ψ₀: the pathwise derivative of s_j = ∇θl(x_j, y_j)·v along the factor (the
+    render's VJP of the mixed term, labels y_j held fixed) against central differences of s_j with the
+    labels held fixed and with the labels re-derived from the moved render."""
+    from neuralsim.bilevel.estimators import FIELD_OF
+
+    key = FIELD_OF[factor]
+    noise = run.psi.objects[obj].draw_noise(n, torch.Generator().manual_seed(derive_seed(3, "labels", obj)))
+    params = run.psi.objects[obj].discrete(noise).detach()
+    images, targets = run.source(obj, params)
+    e = task.mixed(images, targets, v)
+    pathwise_d = getattr(run.source.vjp(obj, params, e), key).double()
+    moved = {}
+    for sign in (1, -1):
+        values = getattr(params, key) + sign * delta
+        moved[sign] = run.source(obj, params.with_tensors(
+            values if name == key else t for name, t in zip(params.CONTINUOUS, params.tensors())))
+    fixed_d = (task.grad_dot(moved[1][0], targets, v) - task.grad_dot(moved[-1][0], targets, v)).double() / (2 * delta)
+    moving_d = (task.grad_dot(*moved[1], v) - task.grad_dot(*moved[-1], v)).double() / (2 * delta)
+
+    def agree(a: torch.Tensor, b: torch.Tensor) -> dict:
+        return {"sign_agreement": float((torch.sign(a) == torch.sign(b)).double().mean()), "cos": cos(a, b)}
+
+    return {"pathwise_vs_fd_fixed_labels": agree(pathwise_d, fixed_d),
+            "fd_fixed_vs_fd_moving_labels": agree(fixed_d, moving_d),
+            "pathwise_vs_fd_moving_labels": agree(pathwise_d, moving_d),
+            "mean": {"pathwise": float(pathwise_d.mean()), "fd_fixed": float(fixed_d.mean()),
+                     "fd_moving": float(moving_d.mean())}}
+
+
 def flat(grads: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
     return torch.cat([grads[n].flatten() for n in names]).double()
 
@@ -67,6 +98,8 @@ def main() -> None:
     parser.add_argument("--estimators", default=",".join(ESTIMATORS))
     parser.add_argument("--identity-draws", action="store_true",
                         help="draw the estimators with v = ∇θL_val too (the bin means m_i are always shown for both)")
+    parser.add_argument("--label-images", type=int, default=16, help="images per biased object in the label check")
+    parser.add_argument("--label-delta", type=float, default=None, help="finite-difference step (default: 4° or 0.2)")
     parser.add_argument("--demo", action="store_true", help="the demo's four objects and sizes (else the full bench)")
     parser.add_argument("--cache", default=None)
     parser.add_argument("--out", type=Path, default=None)
@@ -127,6 +160,11 @@ def main() -> None:
                                                   / reference.pow(2).sum())}
                 rows[name] = row
             result["v"][v_name] = {"bin_means": m, "estimators": rows}
+            if v_name == "cg" and args.label_images:
+                delta = args.label_delta or (4.0 if factor == "azimuth" else 0.2)
+                result["label_check"] = {o: label_check(run, task, v, o, factor, args.label_images, delta)
+                                         for o in biased}
+                print("label check:", json.dumps(result["label_check"]), flush=True)
     result["seconds"] = time.perf_counter() - start
     if args.out:
         atomic_write_json(args.out, result)

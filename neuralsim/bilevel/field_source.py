@@ -72,7 +72,9 @@ class FieldSource:
         u = params.placement[j].to(dtype)  # (3,) U(0, 1)
         weights = torch.zeros(field.appearance.num_appearances, dtype=dtype).index_add(
             0, self.anchor_index[obj], light.to(dtype))  # (K,) on the simplex
-        shift = (u[:2] - 0.5) * 2 * self.config.max_shift * 2 * self.tan_half * r.detach().to(dtype)
+        # The shift is a fixed fraction of the view's width at the object's distance, so the object keeps its
+        # place in the image as the radius changes; the render's radius derivative includes that.
+        shift = (u[:2] - 0.5) * 2 * self.config.max_shift * 2 * self.tan_half * r.to(dtype)
         shift = shift * torch.tensor([1.0, -1.0], dtype=dtype)  # image y grows downwards
         background = self.backgrounds[int(u[2] * len(self.backgrounds)) % len(self.backgrounds)].to(dtype)
         return Placement(field, az.to(dtype), el.to(dtype), r.to(dtype), weights, shift), background

@@ -11,7 +11,7 @@ import numpy as np
 
 from neuralsim.experiments.gaps import GAPS, total_variation
 from neuralsim.experiments.report import Report, plot_method_bars, plot_psi_history
-from neuralsim.runtime import atomic_write_json, read_json
+from neuralsim.runtime import atomic_write_json, atomic_write_text, read_json
 
 
 def _runs(out: Path) -> dict[tuple[str, str, int], list[dict]]:
@@ -64,6 +64,35 @@ def summarise(out: str | Path) -> dict:
     return summary
 
 
+def markdown_table(summary: dict) -> str:
+    """Per (init, method): each biased object's AP after the first step and over the last steps, the TV
+    distance of its ψ to the test distribution, all-class AP and the validation loss (mean ± std over seeds)."""
+
+    def cell(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+        v = np.array(values, dtype=float) * scale
+        return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
+
+    rows, biased = summary["rows"], summary["biased"]
+    head = ["ψ init", "method", "seeds"]
+    for obj in biased:
+        head += [f"{obj} AP first → last {TAIL}", f"{obj} TV first → last"]
+    head += [f"AP all, last {TAIL}", f"val loss first → last {TAIL}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    groups = sorted({(r["init"], r["method"]) for r in rows},
+                    key=lambda g: (["same", "uniform", "different"].index(g[0]),
+                                   ["ns", "lts", "autosim", "nso", "influence"].index(g[1])))
+    for init, method in groups:
+        rs = [r for r in rows if r["init"] == init and r["method"] == method]
+        cells = [init, method, str(len(rs))]
+        for obj in biased:
+            cells.append(f"{cell([r[f'ap_first/{obj}'] or 0 for r in rs], 100)} → {cell([r[f'ap/{obj}'] for r in rs], 100)}")
+            cells.append(f"{cell([r[f'tv_first/{obj}'] for r in rs], digits=2)} → {cell([r[f'tv_last/{obj}'] for r in rs], digits=2)}")
+        cells.append(f"{cell([r['test_ap'] for r in rs], 100)}")
+        cells.append(f"{cell([r['val_loss_first'] for r in rs], digits=3)} → {cell([r['val_loss'] for r in rs], digits=3)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_bench_report(out: str | Path) -> Path:
     from neuralsim.experiments.gaps import target_probs
     from neuralsim.experiments.run_report import bin_labels
@@ -74,6 +103,8 @@ def write_bench_report(out: str | Path) -> Path:
     rows, biased = summary["rows"], summary["biased"]
     gap = GAPS[summary["gap"]]
     report = Report(f"neuralsim bench — {gap.name} gap")
+    if rows:
+        atomic_write_text(out / "summary.md", markdown_table(summary))
     if not rows:
         report.paragraph("No run has finished a step yet.")
         return report.save(out)

@@ -91,7 +91,21 @@ class GridField(Field):
         return self.config.step_ratio * self.voxel_size
 
     def density(self, points: Tensor) -> Tensor:
+        """σ, faded to 0 across the cells around the occupied ones, where the renderer stops skipping: a sample
+        crossing into a skipped cell then loses nothing, and renders stay continuous in the camera pose (a hard
+        cut would drop the fitted fog of the margin cells in steps no pose gradient sees)."""
+        return self._raw_density(points) * self._fade(points)
+
+    def _raw_density(self, points: Tensor) -> Tensor:
         return F.softplus(_sample(self.density_grid, points)[:, 0] + self.density_shift) / self.voxel_size
+
+    def _fade(self, points: Tensor) -> Tensor:
+        """Trilinear interpolation (N,) of the occupancy grid between cell centres: 1 inside, 0 one cell out."""
+        n = points.shape[0]
+        volume = self.occupancy.to(self.density_grid.dtype)[None, None]
+        out = F.grid_sample(volume, points.reshape(1, 1, 1, n, 3).to(volume.dtype), mode="bilinear",
+                            padding_mode="zeros", align_corners=False)
+        return out.reshape(n)
 
     def radiance(self, points: Tensor, dirs: Tensor, appearance: Tensor) -> Tensor:
         features = _sample(self.feature_grid, points)  # (N, C)
@@ -99,7 +113,8 @@ class GridField(Field):
         return torch.sigmoid(self.colour_mlp(x))
 
     def occupied(self, points: Tensor) -> Tensor:
-        return lookup(self.occupancy, points)
+        """Cells to sample: the occupied ones grown by one cell, the margin over which `density` fades out."""
+        return lookup(dilate(self.occupancy), points)
 
     @torch.no_grad()
     def update_occupancy(self, min_alpha: float, within: Tensor | None = None) -> None:
@@ -111,7 +126,7 @@ class GridField(Field):
         probes = torch.stack(torch.meshgrid(offsets, offsets, offsets, indexing="ij"), dim=-1).reshape(-1, 3)  # (8, 3)
         alpha_max = torch.zeros(r**3, device=centres.device, dtype=centres.dtype)
         for probe in probes:
-            sigma = self.density((centres.reshape(-1, 3) + probe))
+            sigma = self._raw_density(centres.reshape(-1, 3) + probe)
             alpha_max = torch.maximum(alpha_max, 1.0 - torch.exp(-sigma * self.step_size))
         occupied = dilate(alpha_max.reshape(r, r, r) > min_alpha)
         self.occupancy.copy_(occupied if within is None else occupied & within)

@@ -32,6 +32,8 @@ def test_bench_runs_every_cell_writes_the_report_and_reuses_finished_runs(cli, t
     assert r.returncode == 0, r.stderr[-3000:]
     out = root / "out"
     assert (out / "report.html").is_file()
+    table = (out / "summary.md").read_text().splitlines()
+    assert [line.split(" | ")[1] for line in table[2:]] == ["ns", "influence"]
     for method in ("ns", "influence"):
         lines = (out / "runs" / f"different-{method}-s0" / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(line)["step"] for line in lines] == [0, 1]
