@@ -1,9 +1,11 @@
-"""How much a gap can give: detectors trained from scratch on field renders drawn from ψ₀ = same, uniform or
-different, scored on the gap's test set. AP(same) − AP(different) of the biased objects bounds what any ψ
-optimisation can recover from the `different` start at this detector budget.
+"""How much a gap can give, and how much a learned ψ gives: detectors trained from scratch on field renders
+drawn from ψ₀ = same, uniform or different — or from a ψ file, e.g. the final ψ of an optimize run — scored on
+the gap's test set. AP(same) − AP(different) of the biased objects bounds what any ψ optimisation can recover
+from the `different` start at this detector budget; AP(learned ψ) − AP(different) is what it did recover when
+the learned ψ is used as intended, to make a training set for a detector trained from scratch.
 
     .venv/bin/python benchmarks/bench_gap_headroom.py --gap pose --inits same,different --seeds 0,1 --epochs 30 \
-        [--demo] [--out benchmarks/results/headroom-pose.json]
+        [--psi influence-s0=runs/different-influence-s0/psi.json] [--demo] [--out benchmarks/results/headroom-pose.json]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from neuralsim.bilevel.field_source import FieldSource, SourceConfig, load_field
 from neuralsim.experiments.cli import DEMO
 from neuralsim.experiments.recipes import BenchConfig, initial_psi, prepare
 from neuralsim.runtime import atomic_write_json, derive_seed
+from neuralsim.sampling.psi import Psi
 from neuralsim.tasks.data import CocoDetectionData, TensorDetectionData
 from neuralsim.tasks.detector import build_from_config
 from neuralsim.tasks.evaluate import evaluate_detector
@@ -30,10 +33,11 @@ from neuralsim.tasks.train import TrainConfig, train_detector
 
 
 def train_and_score(bench: BenchConfig, source: FieldSource, test: CocoDetectionData, init: str, seed: int,
-                    per_object: int, epochs: int) -> dict:
+                    per_object: int, epochs: int, psi_files: dict[str, str]) -> dict:
     names = list(bench.objects)
-    generator = torch.Generator().manual_seed(derive_seed(seed, "headroom", init))
-    train = draw_training_set(initial_psi(bench.gap_spec, init), {o: per_object for o in names}, source, generator, None)
+    generator = torch.Generator().manual_seed(derive_seed(seed, "headroom", "learned" if init in psi_files else init))
+    psi = Psi.load(psi_files[init]) if init in psi_files else initial_psi(bench.gap_spec, init)
+    train = draw_training_set(psi, {o: per_object for o in names}, source, generator, None)
     config = dataclasses.replace(bench.detector, num_classes=len(names), category_names=names, image_size=bench.size)
     model = build_from_config(config, seed=seed)
     train_detector(model, TensorDetectionData(train.images, train.targets, names),
@@ -49,6 +53,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--per-object", type=int, default=80)
+    parser.add_argument("--psi", action="append", default=[], metavar="NAME=FILE",
+                        help="also train on data drawn from this ψ file (repeatable)")
     parser.add_argument("--demo", action="store_true", help="the demo's four objects and sizes")
     parser.add_argument("--cache", default=None)
     parser.add_argument("--out", type=Path, default=None)
@@ -61,17 +67,19 @@ def main() -> None:
     source = FieldSource(load_fields(prepared.fields), list(bench.objects), list(bench.gap_spec.lighting),
                          SourceConfig(size=bench.size, seed=1))
     test = CocoDetectionData.load(prepared.test)
+    psi_files = dict(item.split("=", 1) for item in args.psi)
+    inits = [i for i in args.inits.split(",") if i] + list(psi_files)
     runs = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        for init in args.inits.split(","):
+        for init in inits:
             tick = time.perf_counter()
             row = {"init": init, "seed": seed, **train_and_score(bench, source, test, init, seed, args.per_object,
-                                                                   args.epochs), "seconds": time.perf_counter() - tick}
+                                                                   args.epochs, psi_files), "seconds": time.perf_counter() - tick}
             runs.append(row)
             print(json.dumps({k: row[k] for k in ("init", "seed", "ap", "ap50", "seconds")}
                              | {o: row["per_class"][o]["ap"] for o in bench.biased}), flush=True)
     summary = {}
-    for init in args.inits.split(","):
+    for init in inits:
         for obj in bench.biased:
             aps = [r["per_class"][obj]["ap"] for r in runs if r["init"] == init]
             summary[f"{init}/{obj}"] = {"mean": statistics.mean(aps), "sd": statistics.stdev(aps) if len(aps) > 1 else 0.0}
