@@ -9,7 +9,7 @@ from torch import Tensor
 from neuralsim.bilevel.task import flatten, unflatten
 from neuralsim.tasks.data import DetectionData
 from neuralsim.tasks.detector import Detector, Targets
-from neuralsim.tasks.second_order import (hvp, mixed_term, per_image_grad_dot, select_params,
+from neuralsim.tasks.second_order import (hvp, mixed_term, mixed_term_with_boxes, per_image_grad_dot, select_params,
                                           validation_gradient)
 
 
@@ -58,3 +58,12 @@ class DetectorTask:
         vd = self._dict(v)
         return torch.cat([mixed_term(self.model, self.params, x, t, vd).detach().cpu()
                           for x, t in self._batches(images, targets)])
+
+    def mixed_with_boxes(self, images: Tensor, targets: Targets, v: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """`mixed` and, per image, e_b = ∂/∂b [∇θ l(x, b, θ) · v] for its target boxes (n_j, 4)."""
+        vd, images_part, boxes_part = self._dict(v), [], []
+        for x, t in self._batches(images, targets):
+            e, e_boxes = mixed_term_with_boxes(self.model, self.params, x, t, vd)
+            images_part.append(e.detach().cpu())
+            boxes_part += [b.detach().cpu() for b in e_boxes]
+        return torch.cat(images_part), boxes_part

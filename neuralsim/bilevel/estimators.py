@@ -27,6 +27,7 @@ class HypergradientConfig:
     method: str = "nso"  # nso | autosim | influence
     tau: float = 0.1  # Tool 1 temperature (nso)
     replay_batch: int = 1  # images replayed together in pass 2 (nso, and influence's continuous part)
+    pathwise_labels: bool = True  # nso: the boxes move with the render (where the task and the renderer allow it)
     baseline: str = "leave_one_out"  # autosim: b_j = mean of the other images' ∇θl·v of the same object, or none
     probes_per_bin: int = 4  # influence: stratified probe renders per bin
     influence_pathwise_lighting: bool = True  # influence: lighting weights by the pathwise gradient
@@ -65,10 +66,16 @@ def _add(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def pathwise(psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tensor, render_vjp: RenderVJP,
-             replay_batch: int = 1, factors: tuple[str, ...] = (*FACTORS, "lighting")) -> dict[str, Tensor]:
+             replay_batch: int = 1, factors: tuple[str, ...] = (*FACTORS, "lighting"),
+             labels: bool = True) -> dict[str, Tensor]:
     """Neural-Sim: h = −(1/N) Σ_j e_j · ∂x_j/∂ψ, e_j = ∂/∂x_j[∇θ l(x_j, θ)·v] (Tool 2 pass 2: each sample
-    replayed from its noise, e_j pulled back through the renderer, then through the sampler and softmax)."""
+    replayed from its noise, e_j pulled back through the renderer, then through the sampler and softmax).
+
+    With `labels` and a task that has `mixed_with_boxes`, the derivative includes the labels: each image's
+    boxes move with the render, e_b = ∂/∂b_j[∇θ l·v] pulled back through the boxes' sub-pixel edges. Without
+    it a zoom or a turn of the object would be scored against the box it had before it moved."""
     n_total = len(train)
+    with_boxes = labels and hasattr(task, "mixed_with_boxes")
     grads: dict[str, Tensor] = {}
     for draws in train.draws:
         leaves = {f"{draws.obj}/{f}": t for f, t in psi.objects[draws.obj].parameters().items()
@@ -78,9 +85,13 @@ def pathwise(psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tensor, ren
         n_o = draws.rows.stop - draws.rows.start
         for i in range(0, n_o, replay_batch):
             rows = slice(draws.rows.start + i, min(draws.rows.start + i + replay_batch, draws.rows.stop))
-            e = task.mixed(train.images[rows], train.targets[rows], v)  # (b, 3, H, W)
             params = train.replay(psi, draws, slice(i, i + replay_batch))  # differentiable in ψ
-            upstream = render_vjp(draws.obj, params.detach(), e)  # ∂⟨x, e⟩/∂params
+            if with_boxes:
+                e, e_boxes = task.mixed_with_boxes(train.images[rows], train.targets[rows], v)
+                upstream = render_vjp(draws.obj, params.detach(), e, e_boxes)  # ∂(⟨x, e⟩ + ⟨b, e_b⟩)/∂params
+            else:
+                e = task.mixed(train.images[rows], train.targets[rows], v)  # (b, 3, H, W)
+                upstream = render_vjp(draws.obj, params.detach(), e)  # ∂⟨x, e⟩/∂params
             surrogate = sum((p * u).sum() for p, u in zip(params.tensors(), upstream.tensors()) if p.requires_grad)
             grads = _add(grads, _grads_of(-surrogate / n_total if torch.is_tensor(surrogate) else None, leaves))
     return grads
@@ -135,7 +146,8 @@ def influence(psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tensor, re
             m = probe_bin_means(obj, f, draws.obj, render, task, v, probes_per_bin, generator)  # (k,)
             grads[f"{draws.obj}/{f}"] = torch.autograd.grad(obj.factors[f].probs(), logits, -weight * m)[0]
     if render_vjp is not None:
-        grads = _add(grads, pathwise(psi, train, task, v, render_vjp, replay_batch, factors=("lighting",)))
+        # the appearance leaves alpha, and so the boxes, unchanged: no label term
+        grads = _add(grads, pathwise(psi, train, task, v, render_vjp, replay_batch, factors=("lighting",), labels=False))
     return grads
 
 
@@ -145,7 +157,7 @@ def hypergradient(psi: Psi, train: TrainingSet, task: SecondOrderTask, config: H
     inverse = inverse_hvp(task.hvp, task.val_grad(), config.inverse_hvp)
     vjp = render_vjp or full_image_vjp(render)
     if config.method == "nso":
-        grads = pathwise(psi, train, task, inverse.v, vjp, config.replay_batch)
+        grads = pathwise(psi, train, task, inverse.v, vjp, config.replay_batch, labels=config.pathwise_labels)
     elif config.method == "autosim":
         grads = score_function(psi, train, task, inverse.v, config.baseline)
     else:

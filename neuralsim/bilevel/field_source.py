@@ -1,6 +1,7 @@
 """Training images from radiance fields for ψ samples: each sample is one object placed in the image
 (shift and background from its replayable placement noise), composited over a background, boxed by
-its alpha. Gives the `Render` of pass 1 and the patch-wise `RenderVJP` of pass 2 (Tools 2 and 3)."""
+its alpha. Gives the `Render` of pass 1 and the patch-wise `RenderVJP` of pass 2 (Tools 2 and 3), which
+can carry the boxes' cotangents too."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from neuralsim.color import linear_to_srgb
 from neuralsim.data.backgrounds import procedural_background
 from neuralsim.errors import UserError
 from neuralsim.fields.base import Field
-from neuralsim.render import Placement, composite, labels_from_alpha, render_scene
+from neuralsim.render import Placement, composite, labels_from_alpha, render_scene, subpixel_box
 from neuralsim.render.patchwise import patchwise_vjp
 from neuralsim.runtime import derive_seed
 from neuralsim.sampling.psi import RenderParams
@@ -100,22 +101,43 @@ class FieldSource:
             images.append(image)
         return torch.stack(images), targets
 
-    def vjp(self, obj: str, params: RenderParams, upstream: Tensor) -> RenderParams:
-        """Σ_patches ∂⟨image_j, upstream_j⟩/∂(azimuth, elevation, radius, lighting) for each sample j (Tool 3)."""
+    def vjp(self, obj: str, params: RenderParams, upstream: Tensor,
+            box_upstream: list[Tensor] | None = None) -> RenderParams:
+        """Σ_patches ∂⟨image_j, upstream_j⟩/∂(azimuth, elevation, radius, lighting) for each sample j (Tool 3).
+
+        With `box_upstream` (per sample, the cotangent (n_j, 4) of its target boxes) the labels move too: the
+        cotangent is pulled back to the object's alpha through `subpixel_box` and rendered with the image."""
         grads: list[list[Tensor]] = [[] for _ in RenderParams.CONTINUOUS]
         for j in range(len(params)):
             inputs = [t[j].detach() for t in params.tensors()]
             _, background = self._placement(obj, params, j, inputs)
+            grad_pixels = upstream[j].permute(1, 2, 0).reshape(-1, 3)  # (H·W, 3)
+            grad_alpha = None if box_upstream is None else self._alpha_cotangent(obj, params, j, box_upstream[j])
 
             def patch(ids: Tensor, az: Tensor, el: Tensor, r: Tensor, light: Tensor) -> Tensor:
                 p, _ = self._placement(obj, params, j, [az, el, r, light])
                 out = render_scene([p], self.config.size, self.config.fov_deg, ids)
-                return composite(out.rgb, out.alpha, background.reshape(-1, 3)[ids])  # (P, 3)
+                image = composite(out.rgb, out.alpha, background.reshape(-1, 3)[ids])  # (P, 3)
+                return image if grad_alpha is None else torch.cat([image, out.object_alpha[0][:, None]], dim=1)
 
-            grad_image = upstream[j].permute(1, 2, 0).reshape(-1, 3)  # (H·W, 3)
-            for store, g in zip(grads, patchwise_vjp(patch, inputs, grad_image, self.config.patch_rays)):
+            if grad_alpha is not None:
+                grad_pixels = torch.cat([grad_pixels, grad_alpha.reshape(-1, 1).to(grad_pixels)], dim=1)  # (H·W, 4)
+            for store, g in zip(grads, patchwise_vjp(patch, inputs, grad_pixels, self.config.patch_rays)):
                 store.append(g)
         return params.with_tensors(torch.stack(g).to(t.dtype) for g, t in zip(grads, params.tensors()))
+
+    def _alpha_cotangent(self, obj: str, params: RenderParams, j: int, box_grad: Tensor) -> Tensor | None:
+        """(H, W) ∂⟨box_j, box_grad⟩/∂alpha_j through the sub-pixel box; None when sample j has no box."""
+        if box_grad.numel() == 0 or not bool(box_grad.any()):
+            return None
+        _, alpha = self.render_one(obj, params, j)
+        box = self.label(obj, alpha).box_xyxy
+        if box is None:
+            return None
+        alpha = alpha.detach().requires_grad_(True)
+        moved = subpixel_box(alpha, torch.as_tensor(box), self.config.box_threshold)
+        (grad,) = torch.autograd.grad(moved, alpha, box_grad[0].to(moved.dtype), allow_unused=True)
+        return None if grad is None else grad
 
 
 def load_fields(paths: dict[str, str | Path], device: str | torch.device = "cpu") -> dict[str, Field]:

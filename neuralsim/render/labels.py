@@ -1,5 +1,6 @@
 """Labelled images from renders: compositing the premultiplied render over a background (differentiable),
-and per-object masks and xyxy pixel boxes from per-object alpha (tiny floaters ignored).
+per-object masks and xyxy pixel boxes from per-object alpha (tiny floaters ignored), and the derivative of a
+box's edges with respect to the render (`subpixel_box`), so that labels move with the camera.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from neuralsim.data.boxes import box_from_mask, mask_from_alpha
@@ -35,3 +37,38 @@ def labels_from_alpha(object_alpha: Tensor, threshold: float = 0.5, min_pixels: 
         mask = mask_from_alpha(alpha, threshold, min_pixels)
         labels.append(ObjectLabel(mask, box_from_mask(mask)))
     return labels
+
+
+def subpixel_box(alpha: Tensor, box_xyxy: Tensor, threshold: float = 0.5, min_slope: float = 0.05) -> Tensor:
+    """The box `box_xyxy` (4,) of `labels_from_alpha`, with the derivative of its edges' sub-pixel positions.
+
+    The value is the hard box, unchanged; the derivative is that of `edge_shift`, so a render that grows the
+    object moves its box outwards."""
+    shift = edge_shift(alpha, box_xyxy, threshold, min_slope)
+    return box_xyxy.to(alpha.dtype) + (shift - shift.detach())
+
+
+def edge_shift(alpha: Tensor, box_xyxy: Tensor, threshold: float = 0.5, min_slope: float = 0.05) -> Tensor:
+    """(4,) where each edge of the hard box `box_xyxy` would sit at sub-pixel precision, minus a constant.
+
+    An edge is where the object's alpha profile (the maximum of `alpha` (H, W) across the box, along the rows
+    or the columns) crosses `threshold`, linearly interpolated between the centres of the pixels on either
+    side of the hard edge. An edge on the image border, or one whose outer neighbour is itself above the
+    threshold (a removed speck), does not move. The slope is clamped at `min_slope`, so that a flat profile
+    does not blow the derivative up.
+    """
+    x1, y1, x2, y2 = (int(v) for v in box_xyxy.round())
+    cols = alpha[y1:y2].amax(dim=0)  # (W,) profile along x, over the box's rows
+    rows = alpha[:, x1:x2].amax(dim=1)  # (H,) profile along y, over the box's columns
+
+    def crossing(profile: Tensor, inside: int, outside: int) -> Tensor:
+        """d: the crossing's distance in pixels from the centre of `outside` towards `inside`; 0 where fixed."""
+        if not 0 <= outside < len(profile) or float(profile[outside].detach()) >= threshold:
+            return profile.new_zeros(())
+        a_in, a_out = profile[inside], profile[outside]
+        return (threshold - a_out) / (a_in - a_out).clamp(min=min_slope)
+
+    # A near edge (x1, y1) sits at a constant + d, a far edge (x2, y2) at a constant − d.
+    d = torch.stack([crossing(cols, x1, x1 - 1), crossing(rows, y1, y1 - 1),
+                     crossing(cols, x2 - 1, x2), crossing(rows, y2 - 1, y2)])
+    return d * torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=alpha.dtype)

@@ -46,7 +46,9 @@ class DetectorConfig:
     anchor_sizes: list[float] = field(default_factory=list)
     """Base anchor size (pixels) for each of the 5 pyramid levels; empty: image_size/8 · 2^level."""
     box_loss: str = "l1"
-    """Box regression loss: 'l1' (torchvision's default), 'smooth_l1' or 'giou'."""
+    """Box regression loss: 'l1' (torchvision's default), 'smooth_l1' or 'giou'. Under 'l1', ∇θ of the loss
+    holds only the sign of each box residual, so the pathwise hypergradient (`nso`) cannot see a box move:
+    use 'smooth_l1' or 'giou' for it to follow the labels."""
     freeze_backbone: bool = False
     """Freeze the backbone body (the paper trains only the FPN and heads on a pretrained backbone)."""
     score_thresh: float = 0.05

@@ -89,6 +89,21 @@ def mixed_term(model: Detector, params: Params, images: Tensor, targets: Targets
     return e
 
 
+def mixed_term_with_boxes(model: Detector, params: Params, images: Tensor, targets: Targets,
+                          v: Params) -> tuple[Tensor, list[Tensor]]:
+    """`mixed_term` and, per image, ∂/∂b_j [∇θ l(x_j, b_j, θ) · v] for its target boxes b_j (n_j, 4).
+
+    The boxes enter the loss through the box-regression targets; the anchor matching is piecewise constant
+    in them and contributes nothing."""
+    x = images.detach().requires_grad_(True)
+    boxes = [t["boxes"].detach().to(x.dtype).requires_grad_(True) for t in targets]
+    moved = [t | {"boxes": b} for t, b in zip(targets, boxes)]
+    theta = list(params.values())
+    grads = torch.autograd.grad(detection_loss(model, params, x, moved), theta, create_graph=True)
+    e, *e_boxes = torch.autograd.grad(dot(dict(zip(params, grads)), v), [x, *boxes], allow_unused=True)
+    return e, [torch.zeros_like(b) if g is None else g for b, g in zip(boxes, e_boxes)]
+
+
 def per_image_grad_dot(model: Detector, params: Params, images: Tensor, targets: Targets, v: Params) -> Tensor:
     """(N,) ∇θ l(x_j, θ) · v for each image: one forward-mode pass (the directional derivative along v)."""
     def losses(p: Params) -> Tensor:

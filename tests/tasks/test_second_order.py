@@ -5,7 +5,8 @@ import torch
 
 from neuralsim.tasks.data import TensorDetectionData
 from neuralsim.tasks.second_order import (
-    detection_loss, dot, hvp, loss_grad, make_loss_fn, mixed_term, per_image_grad_dot, select_params,
+    detection_loss, dot, hvp, loss_grad, make_loss_fn, mixed_term, mixed_term_with_boxes, per_image_grad_dot,
+    select_params,
     validation_gradient,
 )
 
@@ -51,6 +52,41 @@ def test_mixed_term_matches_finite_difference_in_image_space(setup):
     fd = (s(images + eps * u) - s(images - eps * u)) / (2 * eps)
     analytic = (e * u).sum()
     assert abs(float(analytic - fd)) <= 1e-3 * abs(float(fd))
+
+
+@pytest.mark.parametrize("box_loss", ["smooth_l1", "giou"])
+def test_box_term_matches_finite_difference_of_the_targets(make_detector, make_batch, box_loss):
+    model = make_detector(seed=1, head_activation="silu", box_loss=box_loss).double()
+    images, targets = make_batch(torch.float64)
+    # off the pixel grid: integer boxes tie anchors for "best match", and any step breaks the tie
+    g = torch.Generator().manual_seed(9)
+    targets = [t | {"boxes": t["boxes"] + 0.4 * torch.rand(t["boxes"].shape, generator=g, dtype=torch.float64)}
+               for t in targets]
+    params = select_params(model, "heads")
+    v = _random_like(params, 7)
+    e, e_boxes = mixed_term_with_boxes(model, params, images, targets, v)
+    assert torch.allclose(e, mixed_term(model, params, images, targets, v))
+    u = [torch.randn(t["boxes"].shape, generator=g, dtype=torch.float64) for t in targets]
+    # a step far too small to change which anchors match a box: only the regression targets move
+    eps = 1e-5
+
+    def s(sign):
+        moved = [t | {"boxes": t["boxes"] + sign * eps * du} for t, du in zip(targets, u)]
+        return dot(loss_grad(model, params, images, moved), v)
+
+    fd = (s(1) - s(-1)) / (2 * eps)
+    analytic = sum((eb * du).sum() for eb, du in zip(e_boxes, u))
+    assert abs(float(fd)) > 1e-6
+    assert abs(float(analytic - fd)) <= 1e-4 * abs(float(fd))
+
+
+def test_box_term_vanishes_under_the_l1_box_loss(setup):
+    """∇θ of an L1 loss holds only the sign of each residual: piecewise constant in the boxes."""
+    model, images, targets = setup
+    params = select_params(model, "heads")
+    _, e_boxes = mixed_term_with_boxes(model, params, images, targets, _random_like(params, 7))
+    assert model.config.box_loss == "l1"
+    assert all(float(eb.abs().max()) == 0.0 for eb in e_boxes)
 
 
 def test_mixed_term_of_an_image_does_not_depend_on_its_batch(setup):
