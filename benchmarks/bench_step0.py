@@ -29,9 +29,11 @@ from neuralsim.experiments.cli import DEMO
 from neuralsim.experiments.recipes import BenchConfig, initial_psi, prepare, run_config
 from neuralsim.runtime import atomic_write_json, derive_seed
 
-ESTIMATORS = {  # name → τ of the training draws (None: discrete)
+ESTIMATORS = {  # name → τ of the training draws (None: discrete); "boxes held": the pathwise term without labels
     "nso τ=0.1": 0.1,
     "nso τ=1": 1.0,
+    "nso τ=0.1 boxes held": 0.1,
+    "nso τ=1 boxes held": 1.0,
     "autosim": None,
     "influence": None,
 }
@@ -41,7 +43,8 @@ def estimate(name: str, run: BilevelRun, task: DetectorTask, v: torch.Tensor, ge
              probes: int) -> dict[str, torch.Tensor]:
     train = draw_training_set(run.psi, run.counts(), run.source, generator, ESTIMATORS[name])
     if name.startswith("nso"):
-        return pathwise(run.psi, train, task, v, run.source.vjp, replay_batch=4, factors=(run.cfg.factors[0],))
+        return pathwise(run.psi, train, task, v, run.source.vjp, replay_batch=4, factors=(run.cfg.factors[0],),
+                        labels="boxes held" not in name)
     if name == "autosim":
         return score_function(run.psi, train, task, v)
     return influence(run.psi, train, task, v, run.source, generator, probes)
@@ -50,16 +53,18 @@ def estimate(name: str, run: BilevelRun, task: DetectorTask, v: torch.Tensor, ge
 def label_check(run: BilevelRun, task: DetectorTask, v: torch.Tensor, obj: str, factor: str, n: int,
                 delta: float) -> dict:
     """Per image j drawn from ψ₀: the pathwise derivative of s_j = ∇θl(x_j, y_j)·v along the factor (the
-    render's VJP of the mixed term, labels y_j held fixed) against central differences of s_j with the
-    labels held fixed and with the labels re-derived from the moved render."""
+    render's VJP of the mixed term, with the labels y_j held fixed or moving with the render through their
+    sub-pixel edges) against central differences of s_j with the labels held fixed and with the labels
+    re-derived from the moved render."""
     from neuralsim.bilevel.estimators import FIELD_OF
 
     key = FIELD_OF[factor]
     noise = run.psi.objects[obj].draw_noise(n, torch.Generator().manual_seed(derive_seed(3, "labels", obj)))
     params = run.psi.objects[obj].discrete(noise).detach()
     images, targets = run.source(obj, params)
-    e = task.mixed(images, targets, v)
+    e, e_boxes = task.mixed_with_boxes(images, targets, v)
     pathwise_d = getattr(run.source.vjp(obj, params, e), key).double()
+    labelled_d = getattr(run.source.vjp(obj, params, e, e_boxes), key).double()
     moved = {}
     for sign in (1, -1):
         values = getattr(params, key) + sign * delta
@@ -74,8 +79,9 @@ def label_check(run: BilevelRun, task: DetectorTask, v: torch.Tensor, obj: str, 
     return {"pathwise_vs_fd_fixed_labels": agree(pathwise_d, fixed_d),
             "fd_fixed_vs_fd_moving_labels": agree(fixed_d, moving_d),
             "pathwise_vs_fd_moving_labels": agree(pathwise_d, moving_d),
-            "mean": {"pathwise": float(pathwise_d.mean()), "fd_fixed": float(fixed_d.mean()),
-                     "fd_moving": float(moving_d.mean())}}
+            "pathwise_labels_vs_fd_moving_labels": agree(labelled_d, moving_d),
+            "mean": {"pathwise": float(pathwise_d.mean()), "pathwise_labels": float(labelled_d.mean()),
+                     "fd_fixed": float(fixed_d.mean()), "fd_moving": float(moving_d.mean())}}
 
 
 def flat(grads: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
@@ -101,6 +107,7 @@ def main() -> None:
     parser.add_argument("--label-images", type=int, default=16, help="images per biased object in the label check")
     parser.add_argument("--label-delta", type=float, default=None, help="finite-difference step (default: 4° or 0.2)")
     parser.add_argument("--demo", action="store_true", help="the demo's four objects and sizes (else the full bench)")
+    parser.add_argument("--box-loss", default=None, help="the detector's box loss (l1, smooth_l1, giou)")
     parser.add_argument("--cache", default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -110,7 +117,8 @@ def main() -> None:
     factor = bench.gap_spec.factor
     if factor == "lighting":
         raise SystemExit("bench_step0 compares estimators of binned factors: use --gap pose or zoom")
-    bench.detector = dataclasses.replace(bench.detector, image_size=bench.size)
+    bench.detector = dataclasses.replace(bench.detector, image_size=bench.size,
+                                         box_loss=args.box_loss or bench.detector.box_loss)
     prepared = prepare(bench)
     with tempfile.TemporaryDirectory() as tmp:
         psi_path = initial_psi(bench.gap_spec, "different").save(Path(tmp) / "psi0.json")
@@ -129,7 +137,7 @@ def main() -> None:
                   "identity": inverse_hvp(task.hvp, g_val, InverseHVPConfig(method="identity"))}
         biased, target = list(bench.biased), bench.gap_spec.target_bin
         names = [f"{o}/{factor}" for o in bench.objects]
-        result = {"gap": args.gap, "draws": args.draws, "probes": args.probes, "machine": platform.machine(), "theta_size": task.size, "damping": args.damping,
+        result = {"gap": args.gap, "box_loss": bench.detector.box_loss, "draws": args.draws, "probes": args.probes, "machine": platform.machine(), "theta_size": task.size, "damping": args.damping,
                   "cg_residual": solves["cg"].residual, "cg_iterations": solves["cg"].iterations,
                   "cos_v_cg_identity": cos(solves["cg"].v.double(), g_val.double()), "v": {}}
         for v_name, solve in solves.items():

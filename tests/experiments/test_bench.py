@@ -51,6 +51,19 @@ def test_bench_runs_every_cell_writes_the_report_and_reuses_finished_runs(cli, t
     assert (out / "runs/different-ns-s0/metrics.jsonl").stat().st_mtime_ns == stamp  # finished runs are reused
 
 
+def test_substitution_renders_the_same_placements_twice_and_scores_both(cli, tiny_bench):
+    root = tiny_bench
+    r = cli("substitution", root / "bench.json", "--out", root / "sub", "--cache", root / "cache", "--device", "cpu",
+            "--per-object", "3", "--epochs", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads((root / "sub" / "result.json").read_text())
+    assert [run["source"] for run in result["runs"]] == ["ground_truth", "field"]
+    assert all(0.0 <= run["ap"] <= 1.0 for run in result["runs"])
+    # the field twins are labelled from their own alpha, at the ground truth's placements
+    assert result["box_iou"] > 0.5
+    assert "field" in (root / "sub" / "summary.md").read_text()
+
+
 @pytest.mark.parametrize("change,words", [
     ({"steps": 0}, "positive integers"), ({"methods": ["nso", "magic"]}, "Unknown method"),
     ({"gap": "weather"}, "Unknown gap"), ({"biased": ["025_mug"]}, "must be among the objects"),
