@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from neuralsim.bilevel.data import TrainingSet, draw_training_set
 from neuralsim.bilevel.detector_task import DetectorTask
@@ -66,6 +67,9 @@ class OptimizeConfig:
     """Detector built from scratch when `detector_init` is None (num_classes and names come from the val set)."""
     detector_init: str | None = None
     """A detector folder (e.g. pre-trained on uniform-ψ data) to start from."""
+    shots: str | None = None
+    """A COCO set of labelled target-domain images (a few "shots") mixed into every outer step's detector
+    training, next to the rendered ones; they do not depend on ψ, so they scale its hypergradient by N/(N + S)."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, trainable="heads", init="warm", warmup_steps=10))
     theta: str = "heads"
     """θ of the hypergradient: 'heads', 'heads+fpn', 'all' or a regex on parameter names."""
@@ -106,6 +110,7 @@ class BilevelRun:
             raise UserError(f"The test set's categories {self.test_set.category_names} differ from the validation "
                             f"set's {self.names}.")
         self.val, self.test = CocoDetectionData(self.val_set), CocoDetectionData(self.test_set)
+        self.shots = self._load_shots(cfg.shots)
         if self.val.height != cfg.source.size:
             raise UserError(f"Validation images are {self.val.width}x{self.val.height} px but source.size is {cfg.source.size}.")
         self.psi = self._initial_psi()
@@ -132,6 +137,18 @@ class BilevelRun:
             raise UserError(f"ψ has no distribution for object(s) {missing} of the validation set.")
         psi = Psi({o: psi.objects[o] for o in self.names})
         return psi.set_trainable([] if cfg.method == "ns" else cfg.factors)
+
+    def _load_shots(self, path: str | None) -> TensorDetectionData | None:
+        if path is None:
+            return None
+        shots = CocoDetectionData(load_coco(path))
+        if shots.category_names != self.names:
+            raise UserError(f"The shots' categories {shots.category_names} differ from the validation set's {self.names}.")
+        if (shots.height, shots.width) != (self.val.height, self.val.width):
+            raise UserError(f"Shot images are {shots.width}x{shots.height} px but validation images "
+                            f"{self.val.width}x{self.val.height}.")
+        images, targets = shots.batch(list(range(len(shots))))
+        return TensorDetectionData(images, targets, list(self.names))
 
     def psi_lighting(self) -> list[str]:
         names = {tuple(o.lighting.names) for o in self.psi.objects.values()}
@@ -185,8 +202,14 @@ class BilevelRun:
     def counts(self) -> dict[str, int]:
         return {o: self.cfg.images_per_object for o in self.names}
 
+    def _training_pool(self, train: TrainingSet) -> tuple[Tensor, list]:
+        """The images and targets the detector trains on: the rendered set, then the shots if any."""
+        if self.shots is None:
+            return train.images, list(train.targets)
+        return torch.cat([train.images, self.shots.images]), list(train.targets) + list(self.shots.targets)
+
     def _train(self, model, train: TrainingSet, step: int) -> None:
-        data = TensorDetectionData(train.images, train.targets, list(self.names))
+        data = TensorDetectionData(*self._training_pool(train), list(self.names))
         tcfg = dataclasses.replace(self.cfg.train, seed=derive_seed(self.cfg.seed, "train", step)) if self.cfg.train.init == "warm" \
             else self.cfg.train
         train_detector(model, data, tcfg, show_progress=False)
@@ -228,12 +251,14 @@ class BilevelRun:
             timing["train"] = time.perf_counter() - tick
             if cfg.method != "ns":
                 tick = time.perf_counter()
-                sub = torch.randperm(len(train), generator=generator)[: cfg.hvp_images]
-                task = DetectorTask(self.model, cfg.theta, train.images[sub], [train.targets[i] for i in sub],
-                                    self.val, cfg.batch_size)
+                images, targets = self._training_pool(train)
+                sub = torch.randperm(len(images), generator=generator)[: cfg.hvp_images]
+                task = DetectorTask(self.model, cfg.theta, images[sub], [targets[i] for i in sub], self.val,
+                                    cfg.batch_size)
                 result = hypergradient(self.psi, train, task, cfg.hypergradient, render=self.source,
                                        generator=generator, render_vjp=self.source.vjp)
-                grads, cg_residual = result.grads, result.inverse.residual
+                share = len(train) / len(images)  # L_train averages over the shots too
+                grads, cg_residual = {n: share * g for n, g in result.grads.items()}, result.inverse.residual
                 cg_negative = result.inverse.negative_curvature
                 timing["hypergradient"] = time.perf_counter() - tick
         if grads is not None:

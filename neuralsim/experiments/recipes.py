@@ -44,6 +44,9 @@ class BenchConfig:
     """Rays per fitting step."""
     val_per_object: int = 20
     test_per_object: int = 50
+    shots_per_object: int = 0
+    """Labelled target-domain images per object (drawn like the validation set, a separate draw) mixed into every
+    outer step's detector training: the paper's combined setting (Table 2). 0: none."""
     target_spp: int = 32
     pretrain_per_object: int = 100
     """Field-rendered images per object, drawn from the run's initial ψ, for pre-training the detector
@@ -92,6 +95,8 @@ class BenchConfig:
         bad = [k for k, v in counts.items() if not isinstance(v, int) or v < 1]
         if bad:
             raise UserError(f"Bench settings {bad} must be positive integers (or non-empty lists).")
+        if not isinstance(self.shots_per_object, int) or self.shots_per_object < 0:
+            raise UserError(f"shots_per_object must be a whole number ≥ 0, got {self.shots_per_object!r}.")
 
     @property
     def gap_spec(self) -> Gap:
@@ -120,6 +125,8 @@ class Prepared:
     test: str
     detectors: dict[str, str]
     """ψ initialisation → detector pre-trained on field renders drawn from it."""
+    shots: str | None = None
+    """The labelled target-domain images mixed into training, if the bench has any."""
 
 
 def prepare(bench: BenchConfig, log=print) -> Prepared:
@@ -134,7 +141,9 @@ def prepare(bench: BenchConfig, log=print) -> Prepared:
         fields[obj] = str(ensure_field(root, ensure_capture(root, obj, capture_cfg), fit_cfg, bench.device))
     targets = target_distributions(gap)
     sets = {}
-    for split, n in (("val", bench.val_per_object), ("test", bench.test_per_object)):
+    for split, n in (("val", bench.val_per_object), ("test", bench.test_per_object), ("shots", bench.shots_per_object)):
+        if n == 0:
+            continue
         log(f"ground-truth {split} set: {n} images per object")
         cfg = SceneSetConfig(objects=list(bench.objects), images=n * len(bench.objects), size=bench.size,
                              distributions=targets, spp=bench.target_spp, name=f"{gap.name}-{split}")
@@ -143,7 +152,7 @@ def prepare(bench: BenchConfig, log=print) -> Prepared:
     for init in bench.inits:
         log(f"detector pre-trained on field renders from ψ₀ = {init}")
         detectors[init] = str(ensure_pretrained_detector(root, bench, fields, init))
-    return Prepared(fields, sets["val"], sets["test"], detectors)
+    return Prepared(fields, sets["val"], sets["test"], detectors, sets.get("shots"))
 
 
 def initial_psi(gap: Gap, init: str) -> Psi:
@@ -190,7 +199,7 @@ def run_config(bench: BenchConfig, prepared: Prepared, init: str, method: str, s
     gap = bench.gap_spec
     estimator = method if method in ("nso", "autosim", "influence") else "nso"
     return OptimizeConfig(
-        fields=prepared.fields, val=prepared.val, test=prepared.test, psi=str(psi_path),
+        fields=prepared.fields, val=prepared.val, test=prepared.test, psi=str(psi_path), shots=prepared.shots,
         factors=[gap.factor], method=method, steps=bench.steps, images_per_object=bench.images_per_object,
         source=SourceConfig(size=bench.size, seed=seed), detector=bench.detector, detector_init=prepared.detectors[init],
         train=bench.train, hypergradient=HypergradientConfig(method=estimator, tau=bench.tau, inverse_hvp=InverseHVPConfig(

@@ -116,3 +116,34 @@ def test_nan_hypergradient_stops_and_keeps_the_last_checkpoint(assets, tmp_path,
         run.step(1)
     assert json.loads((tmp_path / "nan" / "checkpoint" / "state.json").read_text())["step"] == 0
     assert (tmp_path / "nan" / "psi.json").read_text() == saved
+
+
+def test_shots_join_the_training_and_scale_the_hypergradient(assets, tmp_path, monkeypatch):
+    import neuralsim.bilevel.loop as loop
+    from neuralsim.bilevel.estimators import Hypergradient
+    from neuralsim.bilevel.inverse_hvp import InverseHVPResult
+
+    run = BilevelRun(dataclasses.replace(config(assets, steps=1), shots=str(assets / "val")), tmp_path / "shots")
+    trained_on, stepped = [], []
+    real_train = loop.train_detector
+    monkeypatch.setattr(loop, "train_detector", lambda model, data, *a, **k: (trained_on.append(len(data)),
+                                                                             real_train(model, data, *a, **k)))
+    monkeypatch.setattr(loop, "hypergradient", lambda psi, *a, **k: Hypergradient(
+        {n: torch.ones_like(t) for n, t in psi.trainable().items()}, InverseHVPResult(torch.zeros(1), 0.0, 0)))
+    monkeypatch.setattr(run.optimizer, "step", lambda grads: stepped.append(grads))
+    run.step(0)
+    rendered, shots = 2 * 3, 4
+    assert trained_on == [rendered + shots]
+    for g in stepped[0].values():  # ψ moves only the rendered share of L_train
+        torch.testing.assert_close(g, torch.full_like(g, rendered / (rendered + shots)))
+
+
+def test_shots_of_other_categories_are_refused(assets, tmp_path):
+    coco = CocoBuilder(["a", "c"])
+    (tmp_path / "odd" / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(tmp_path / "odd/images/0.png")
+    coco.add_annotation(coco.add_image("images/0.png", SIZE, SIZE), "c", [2, 2, 10, 10])
+    coco.save(tmp_path / "odd" / "annotations.json")
+    with pytest.raises(UserError, match="shots' categories"):
+        BilevelRun(dataclasses.replace(config(assets), shots=str(tmp_path / "odd")), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
