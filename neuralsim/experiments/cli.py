@@ -48,7 +48,7 @@ def demo_summary(out: Path) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench_cmd(
-        gap: Annotated[str, typer.Argument(help="pose, zoom or illumination, or a bench config JSON file.")],
+        gap: Annotated[str, typer.Argument(help="pose, zoom, illumination or ycb21, or a bench config JSON file.")],
         out: Annotated[Path, typer.Option(help="Benchmark folder: runs/, summary.json, report.html.")],
         methods: Annotated[Optional[str], typer.Option(help="Comma-separated: ns, nso, autosim, influence, lts.")] = None,
         inits: Annotated[Optional[str], typer.Option(help="Comma-separated ψ initialisations: same, uniform, different.")] = None,

@@ -3,7 +3,8 @@
 A gap fixes, for two "biased" objects, one factor of the target domain to a single bin (pose: azimuth
 bin 1 of 8; zoom: the farthest radius bin; illumination: one lighting condition); the other objects
 are uniform. ψ then starts "same" (the target bin dominant), "uniform", or "different" (another bin
-dominant). Bin indices in code are 0-based; the paper's "bin 1" is index 0.
+dominant). Bin indices in code are 0-based; the paper's "bin 1" is index 0. `ycb21` is the paper's large-scale
+run (Table 1): the pose gap's setting with all 21 objects, every one of them biased.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from neuralsim.assets.catalog import PAPER_SIX
+from neuralsim.assets.catalog import PAPER_SIX, builtin_names
 from neuralsim.assets.renderer import lighting_names
 from neuralsim.sampling.bins import FactorBins, LightingWeights, ObjectDistribution
 
@@ -41,6 +42,8 @@ GAPS: dict[str, Gap] = {
     "zoom": Gap("zoom", "radius", 4, 3.5, 7.5, target_bin=3, different_bin=0),
     "illumination": Gap("illumination", "lighting", 4, 0.0, 4.0, target_bin=3, different_bin=0,
                         lighting=tuple(lighting_names())),
+    "ycb21": Gap("ycb21", "azimuth", 8, 0.0, 360.0, target_bin=0, different_bin=4, objects=tuple(builtin_names()),
+                 biased=tuple(builtin_names())),
 }
 
 

@@ -33,7 +33,7 @@ class BenchConfig:
     """One gap experiment: assets, target sets, the pre-trained detector and the grid of runs."""
 
     gap: str = "pose"
-    """pose, zoom or illumination."""
+    """pose, zoom, illumination or ycb21."""
     objects: list[str] = field(default_factory=lambda: list(PAPER_SIX))
     biased: list[str] = field(default_factory=lambda: ["019_pitcher_base", "035_power_drill"])
     size: int = 64
@@ -114,6 +114,8 @@ def load_bench_config(gap_or_path: str) -> BenchConfig:
             raise UserError(f"Bench config {path}: detector and train must be JSON objects of their settings.")
     else:
         bench = BenchConfig(gap=gap_or_path)
+        if gap_or_path in GAPS and GAPS[gap_or_path].objects != tuple(PAPER_SIX):  # ycb21: its own objects
+            bench.objects, bench.biased = list(GAPS[gap_or_path].objects), list(GAPS[gap_or_path].biased)
     bench.validate()
     return bench
 

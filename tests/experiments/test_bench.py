@@ -74,3 +74,20 @@ def test_bad_bench_config_gives_one_line_and_exit_code_2(cli, tmp_path, change, 
     r = cli("bench", tmp_path / "bench.json", "--out", tmp_path / "out", "--cache", tmp_path / "cache")
     assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_ycb21_takes_every_object_and_its_table_pools_them():
+    from neuralsim.assets.catalog import builtin_names
+    from neuralsim.experiments.bench_report import markdown_table
+    from neuralsim.experiments.recipes import load_bench_config
+
+    bench = load_bench_config("ycb21")
+    assert bench.objects == bench.biased == builtin_names() and len(bench.objects) == 21
+    rows = [{"init": "different", "method": method, "test_ap": 0.3, "val_loss_first": 1.0, "val_loss": 0.9}
+            | {f"{key}/{obj}": value * (k + 1) / 21 for k, obj in enumerate(bench.biased)
+               for key, value in (("ap_first", 0.1), ("ap", 0.2), ("tv_first", 0.9), ("tv_last", 0.5))}
+            for method in ("ns", "influence")]
+    table = markdown_table({"rows": rows, "biased": bench.biased}).splitlines()
+    assert len(table[0].split(" | ")) == 3 + 2 + 2  # one AP and one TV column for all 21 objects
+    # the mean over objects of value·(k+1)/21 for k < 21 is value·11/21
+    assert f"{100 * 0.1 * 11 / 21:.1f} → {100 * 0.2 * 11 / 21:.1f}" in table[2]
