@@ -21,7 +21,7 @@ from neuralsim.errors import UserError
 from neuralsim.experiments.cache import cache_root, cached, ensure_capture, ensure_field, ensure_scene_set
 from neuralsim.experiments.gaps import GAPS, INITS, Gap, initial_distributions, target_distributions
 from neuralsim.fit.trainer import FitConfig
-from neuralsim.runtime import atomic_write_json, derive_seed, read_json, to_plain
+from neuralsim.runtime import atomic_write_json, derive_seed, from_plain, read_json, to_plain
 from neuralsim.sampling.bins import ObjectDistribution
 from neuralsim.sampling.psi import ObjectPsi, Psi
 from neuralsim.tasks.detector import DetectorConfig
@@ -65,6 +65,8 @@ class BenchConfig:
     of pre-training's: at 1e-3, three such rounds on ψ₀'s own data cut the pre-trained detector's test AP from
     12.4 to 5.4 (zoom gap, demo size), at 1e-4 they raise it to 14.0."""
     tau: float = 0.1
+    pathwise_labels: bool = True
+    """nso: move each image's box with the render (needs a smooth box loss in `detector`; see DESIGN.md §5)."""
     psi_lr: float = 0.5
     psi_optimizer: str = "normalized"
     psi_natural: bool = True
@@ -105,8 +107,6 @@ class BenchConfig:
 
 def load_bench_config(gap_or_path: str) -> BenchConfig:
     """The recipe's defaults for a gap name, or a `BenchConfig` from a JSON file; validated."""
-    from neuralsim.runtime import from_plain
-
     path = Path(gap_or_path)
     if gap_or_path.endswith(".json") or path.is_file():
         bench = from_plain(BenchConfig, read_json(path, "Bench config"), f"Bench config {path}")
@@ -204,8 +204,9 @@ def run_config(bench: BenchConfig, prepared: Prepared, init: str, method: str, s
         fields=prepared.fields, val=prepared.val, test=prepared.test, psi=str(psi_path), shots=prepared.shots,
         factors=[gap.factor], method=method, steps=bench.steps, images_per_object=bench.images_per_object,
         source=SourceConfig(size=bench.size, seed=seed), detector=bench.detector, detector_init=prepared.detectors[init],
-        train=bench.train, hypergradient=HypergradientConfig(method=estimator, tau=bench.tau, inverse_hvp=InverseHVPConfig(
-            damping=bench.damping, iterations=bench.cg_iterations)),
+        train=bench.train, hypergradient=HypergradientConfig(
+            method=estimator, tau=bench.tau, pathwise_labels=bench.pathwise_labels,
+            inverse_hvp=InverseHVPConfig(damping=bench.damping, iterations=bench.cg_iterations)),
         psi_optimizer=PsiOptimizerConfig(method=bench.psi_optimizer, lr=bench.psi_lr, natural=bench.psi_natural), hvp_images=bench.hvp_images,
         seed=seed, device=bench.device)
 
@@ -216,7 +217,9 @@ def run_cell(config: OptimizeConfig, out: Path) -> Path:
     state = out / "checkpoint" / "state.json"
     resume = (out / "config.json").is_file()
     if resume:
-        stored, wanted = read_json(out / "config.json", "Run config"), to_plain(config)
+        # read back through the dataclass, so that a setting added since the run began counts at its default
+        stored = to_plain(from_plain(OptimizeConfig, read_json(out / "config.json", "Run config"), f"{out}/config.json"))
+        wanted = to_plain(config)
         if {**stored, "steps": None} != {**wanted, "steps": None}:
             raise UserError(f"{out} holds a run of another configuration; remove it or choose another --out.")
         done = read_json(state, "Checkpoint")["step"] + 1 if state.is_file() else 0
