@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import resource
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,6 +168,10 @@ class BilevelRun:
             dcfg = copy.deepcopy(cfg.detector)
             dcfg.num_classes, dcfg.category_names = len(self.names), list(self.names)
             model = build_from_config(dcfg, seed=derive_seed(cfg.seed, "detector"))
+        hg = cfg.hypergradient
+        if cfg.method == "nso" and hg.pathwise_labels and model.config.box_loss == "l1":
+            warnings.warn("The detector's box loss is L1, whose θ-gradient holds only the signs of the box residuals: "
+                          "nso's derivative cannot see the boxes move. Use box_loss smooth_l1 or giou.", stacklevel=2)
         return model.to(self.device)
 
     # ------------------------------------------------------------------ checkpoints

@@ -50,7 +50,8 @@ def config(root, method="nso", steps=2) -> OptimizeConfig:
         fields={"a": str(root / "field"), "b": str(root / "field")}, val=str(root / "val"), test=str(root / "test"),
         bins={"azimuth": 4, "elevation": 1, "radius": 1}, lighting=["tint_0"], method=method, steps=steps,
         images_per_object=3, source=SourceConfig(size=SIZE, backgrounds=4, patch_rays=512),
-        detector=DetectorConfig(backbone="resnet18", image_size=SIZE, fpn_channels=16, head_activation="silu"),
+        detector=DetectorConfig(backbone="resnet18", image_size=SIZE, fpn_channels=16, head_activation="silu",
+                                box_loss="smooth_l1"),
         train=TrainConfig(epochs=1, batch_size=3, trainable="all", warmup_steps=1),
         hypergradient=HypergradientConfig(method="nso", tau=0.5, inverse_hvp=InverseHVPConfig(iterations=2, damping=0.1)),
         hvp_images=2, batch_size=4)
@@ -72,6 +73,13 @@ def test_nso_moves_psi_and_logs_every_step(assets, tmp_path):
     assert np.abs(last - first).max() > 1e-3  # ψ moved
     np.testing.assert_allclose(last.sum(), 1.0)
     assert (path / "samples" / "step_000.png").is_file() and (path / "checkpoint" / "detector").is_dir()
+
+
+def test_nso_with_an_l1_box_loss_warns_that_boxes_cannot_move(assets, tmp_path):
+    cfg = config(assets)
+    cfg = dataclasses.replace(cfg, detector=dataclasses.replace(cfg.detector, box_loss="l1"))
+    with pytest.warns(UserWarning, match="box loss is L1"):
+        BilevelRun(cfg, tmp_path / "l1")
 
 
 def test_ns_keeps_psi(assets, tmp_path):
