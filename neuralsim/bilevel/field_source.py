@@ -137,7 +137,7 @@ class FieldSource:
         alpha = alpha.detach().requires_grad_(True)
         moved = subpixel_box(alpha, torch.as_tensor(box), self.config.box_threshold)
         (grad,) = torch.autograd.grad(moved, alpha, box_grad[0].to(moved.dtype), allow_unused=True)
-        return None if grad is None else grad
+        return grad
 
 
 def load_fields(paths: dict[str, str | Path], device: str | torch.device = "cpu") -> dict[str, Field]:

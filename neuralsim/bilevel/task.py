@@ -29,6 +29,10 @@ class SecondOrderTask(Protocol):
     def mixed(self, images: Tensor, targets: Any, v: Tensor) -> Tensor:
         """e_j = ∂/∂x_j [∇θ l(x_j, θ) · v], (n, 3, H, W) — a vector per image, never an m×d matrix."""
 
+    # A task whose targets are boxes derived from the render may also offer
+    # mixed_with_boxes(images, targets, v) → (e, [e_b per image (n_j, 4)]), e_b = ∂/∂b_j [∇θ l(x_j, b_j, θ) · v];
+    # the pathwise estimator then moves the boxes with the render (`DetectorTask` does).
+
 
 def flatten(tensors: Sequence[Tensor]) -> Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
