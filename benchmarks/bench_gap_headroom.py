@@ -23,13 +23,11 @@ import torch
 from neuralsim.bilevel.data import draw_training_set
 from neuralsim.bilevel.field_source import FieldSource, SourceConfig, load_fields
 from neuralsim.experiments.cli import DEMO
-from neuralsim.experiments.recipes import BenchConfig, initial_psi, prepare
-from neuralsim.runtime import atomic_write_json, derive_seed
+from neuralsim.experiments.recipes import BenchConfig, initial_psi, prepare, train_from_scratch
+from neuralsim.runtime import atomic_write_json, derive_seed, resolve_device
 from neuralsim.sampling.psi import Psi
 from neuralsim.tasks.data import CocoDetectionData, TensorDetectionData
-from neuralsim.tasks.detector import build_from_config
 from neuralsim.tasks.evaluate import evaluate_detector
-from neuralsim.tasks.train import TrainConfig, train_detector
 
 
 def train_and_score(bench: BenchConfig, source: FieldSource, test: CocoDetectionData, init: str, seed: int,
@@ -38,10 +36,7 @@ def train_and_score(bench: BenchConfig, source: FieldSource, test: CocoDetection
     generator = torch.Generator().manual_seed(derive_seed(seed, "headroom", "learned" if init in psi_files else init))
     psi = Psi.load(psi_files[init]) if init in psi_files else initial_psi(bench.gap_spec, init)
     train = draw_training_set(psi, {o: per_object for o in names}, source, generator, None)
-    config = dataclasses.replace(bench.detector, num_classes=len(names), category_names=names, image_size=bench.size)
-    model = build_from_config(config, seed=seed)
-    train_detector(model, TensorDetectionData(train.images, train.targets, names),
-                   TrainConfig(epochs=epochs, trainable="all", lr=1e-3, batch_size=16, seed=seed), show_progress=False)
+    model = train_from_scratch(bench, TensorDetectionData(train.images, train.targets, names), epochs, seed)
     result = evaluate_detector(model, test)
     return {"ap": result.ap, "ap50": result.ap50, "per_class": result.per_class}
 
@@ -64,7 +59,7 @@ def main() -> None:
     bench.inits = []  # no pre-trained detectors needed here
     bench.detector = dataclasses.replace(bench.detector, image_size=bench.size)
     prepared = prepare(bench)
-    source = FieldSource(load_fields(prepared.fields), list(bench.objects), list(bench.gap_spec.lighting),
+    source = FieldSource(load_fields(prepared.fields, resolve_device(bench.device)), list(bench.objects), list(bench.gap_spec.lighting),
                          SourceConfig(size=bench.size, seed=1))
     test = CocoDetectionData.load(prepared.test)
     psi_files = dict(item.split("=", 1) for item in args.psi)

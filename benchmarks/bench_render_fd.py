@@ -10,7 +10,6 @@ image's brightness) and e a blurred noise image (smooth, of both signs), for a f
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from pathlib import Path
 

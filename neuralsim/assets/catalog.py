@@ -7,7 +7,7 @@ covers only some azimuths, so the view direction matters and similar objects dif
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from neuralsim.errors import UserError
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from neuralsim.assets.capture import rgba_to_png
 from neuralsim.assets.catalog import short_name
 from neuralsim.assets.meshes import load_asset

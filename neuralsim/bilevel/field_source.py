@@ -59,33 +59,36 @@ class FieldSource:
             unknown = [n for n in lighting if n not in names]
             if unknown:
                 raise UserError(f"The field of {obj} has no lighting condition(s) {unknown}; it knows {names}.")
-            self.anchor_index[obj] = torch.tensor([names.index(n) for n in lighting])
+            self.anchor_index[obj] = torch.tensor([names.index(n) for n in lighting], device=_device_of(field))
         rng = np.random.default_rng(derive_seed(config.seed, "backgrounds"))
         bank = [linear_to_srgb(procedural_background(rng, config.size, config.size)) for _ in range(config.backgrounds)]
         self.backgrounds = torch.from_numpy(np.stack(bank))  # (B, H, W, 3) sRGB in [0, 1]
         self.tan_half = math.tan(math.radians(config.fov_deg) / 2)
 
     def _placement(self, obj: str, params: RenderParams, j: int, tensors: list[Tensor] | None = None) -> tuple[Placement, Tensor]:
-        """Sample j as a `Placement` (pose, lighting weights over the field's anchors, shift) and its background."""
+        """Sample j as a `Placement` (pose, lighting weights over the field's anchors, shift) and its background,
+        on the field's device and in its dtype (ψ's samples stay on the CPU; gradients flow back through `.to`)."""
         field = self.fields[obj]
-        dtype = next(field.parameters()).dtype
-        az, el, r, light = tensors if tensors is not None else (t[j] for t in params.tensors())
-        u = params.placement[j].to(dtype)  # (3,) U(0, 1)
-        weights = torch.zeros(field.appearance.num_appearances, dtype=dtype).index_add(
-            0, self.anchor_index[obj], light.to(dtype))  # (K,) on the simplex
+        like = next(field.parameters())
+        az, el, r, light = (t.to(like) for t in (tensors if tensors is not None else (t[j] for t in params.tensors())))
+        u = params.placement[j].to(like)  # (3,) U(0, 1)
+        weights = like.new_zeros(field.appearance.num_appearances).index_add(
+            0, self.anchor_index[obj], light)  # (K,) on the simplex
         # The shift is a fixed fraction of the view's width at the object's distance, so the object keeps its
         # place in the image as the radius changes; the render's radius derivative includes that.
-        shift = (u[:2] - 0.5) * 2 * self.config.max_shift * 2 * self.tan_half * r.to(dtype)
-        shift = shift * torch.tensor([1.0, -1.0], dtype=dtype)  # image y grows downwards
-        background = self.backgrounds[int(u[2] * len(self.backgrounds)) % len(self.backgrounds)].to(dtype)
-        return Placement(field, az.to(dtype), el.to(dtype), r.to(dtype), weights, shift), background
+        shift = (u[:2] - 0.5) * 2 * self.config.max_shift * 2 * self.tan_half * r
+        shift = shift * like.new_tensor([1.0, -1.0])  # image y grows downwards
+        background = self.backgrounds[int(u[2] * len(self.backgrounds)) % len(self.backgrounds)].to(like)
+        return Placement(field, az, el, r, weights, shift), background
 
     @torch.no_grad()
     def render_one(self, obj: str, params: RenderParams, j: int) -> tuple[Tensor, Tensor]:
-        """Sample j: the composited image (3, H, W) RGB in [0, 1] and the object's alpha (H, W)."""
+        """Sample j: the composited image (3, H, W) RGB in [0, 1] on the CPU, and the object's alpha (H, W) on the
+        field's device."""
         placement, background = self._placement(obj, params, j)
         out = render_scene([placement], self.config.size, self.config.fov_deg)
-        return composite(out.rgb, out.alpha, background).clamp(0, 1).permute(2, 0, 1).float(), out.object_alpha[0]
+        image = composite(out.rgb, out.alpha, background).clamp(0, 1).permute(2, 0, 1)
+        return image.to(device="cpu", dtype=torch.float32), out.object_alpha[0]
 
     def label(self, obj: str, alpha: Tensor):
         """The object's mask and xyxy box (None when nothing is visible) from its alpha."""
@@ -111,7 +114,7 @@ class FieldSource:
         for j in range(len(params)):
             inputs = [t[j].detach() for t in params.tensors()]
             _, background = self._placement(obj, params, j, inputs)
-            grad_pixels = upstream[j].permute(1, 2, 0).reshape(-1, 3)  # (H·W, 3)
+            grad_pixels = upstream[j].to(background.device).permute(1, 2, 0).reshape(-1, 3)  # (H·W, 3)
             grad_alpha = None if box_upstream is None else self._alpha_cotangent(obj, params, j, box_upstream[j])
 
             def patch(ids: Tensor, az: Tensor, el: Tensor, r: Tensor, light: Tensor) -> Tensor:
@@ -136,8 +139,12 @@ class FieldSource:
             return None
         alpha = alpha.detach().requires_grad_(True)
         moved = subpixel_box(alpha, torch.as_tensor(box), self.config.box_threshold)
-        (grad,) = torch.autograd.grad(moved, alpha, box_grad[0].to(moved.dtype), allow_unused=True)
+        (grad,) = torch.autograd.grad(moved, alpha, box_grad[0].to(moved), allow_unused=True)
         return grad
+
+
+def _device_of(field: Field) -> torch.device:
+    return next(field.parameters()).device
 
 
 def load_fields(paths: dict[str, str | Path], device: str | torch.device = "cpu") -> dict[str, Field]:

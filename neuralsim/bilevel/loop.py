@@ -33,7 +33,6 @@ from neuralsim.tasks.checkpoint import load_detector, save_detector
 from neuralsim.tasks.data import CocoDetectionData, TensorDetectionData
 from neuralsim.tasks.detector import DetectorConfig, build_from_config
 from neuralsim.tasks.evaluate import evaluate_detector
-from neuralsim.tasks.second_order import per_image_loss
 from neuralsim.tasks.train import TrainConfig, train_detector
 
 METHODS = ("ns", "nso", "autosim", "influence", "lts")
@@ -115,7 +114,7 @@ class BilevelRun:
         if self.val.height != cfg.source.size:
             raise UserError(f"Validation images are {self.val.width}x{self.val.height} px but source.size is {cfg.source.size}.")
         self.psi = self._initial_psi()
-        self.fields = load_fields({o: cfg.fields[o] for o in self.names if o in cfg.fields})
+        self.fields = load_fields({o: cfg.fields[o] for o in self.names if o in cfg.fields}, self.device)
         self.source = FieldSource(self.fields, self.names, self.psi_lighting(), cfg.source)
         self.run = RunDir(out, to_plain(cfg), resume=resume, overwrite=overwrite)
         self.model = self._initial_detector()

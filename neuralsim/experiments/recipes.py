@@ -5,11 +5,9 @@ optimize run and compare them at equal compute. Each run is a plain function of 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from neuralsim.assets.capture import CaptureConfig
@@ -21,7 +19,7 @@ from neuralsim.errors import UserError
 from neuralsim.experiments.cache import cache_root, cached, ensure_capture, ensure_field, ensure_scene_set
 from neuralsim.experiments.gaps import GAPS, INITS, Gap, initial_distributions, target_distributions
 from neuralsim.fit.trainer import FitConfig
-from neuralsim.runtime import atomic_write_json, derive_seed, from_plain, read_json, to_plain
+from neuralsim.runtime import atomic_write_json, derive_seed, from_plain, read_json, resolve_device, to_plain
 from neuralsim.sampling.bins import ObjectDistribution
 from neuralsim.sampling.psi import ObjectPsi, Psi
 from neuralsim.tasks.detector import DetectorConfig
@@ -179,20 +177,30 @@ def _pretrain(bench: BenchConfig, fields: dict[str, str], init: str, out: Path) 
     from neuralsim.runtime import staged_output_dir
     from neuralsim.tasks.checkpoint import save_detector
     from neuralsim.tasks.data import TensorDetectionData
-    from neuralsim.tasks.detector import build_from_config
-    from neuralsim.tasks.train import train_detector
 
     gap = bench.gap_spec
     names = list(bench.objects)
-    source = FieldSource(load_fields(fields), names, list(gap.lighting), SourceConfig(size=bench.size, seed=1))
+    source = FieldSource(load_fields(fields, resolve_device(bench.device)), names, list(gap.lighting), SourceConfig(size=bench.size, seed=1))
     train = draw_training_set(initial_psi(gap, init), {o: bench.pretrain_per_object for o in names}, source,
                               torch.Generator().manual_seed(derive_seed(0, "pretrain")), tau=None)
-    config = dataclasses.replace(bench.detector, num_classes=len(names), category_names=names, image_size=bench.size)
-    model = build_from_config(config, seed=0)
-    train_detector(model, TensorDetectionData(train.images, train.targets, names),
-                   TrainConfig(epochs=bench.pretrain_epochs, trainable="all", lr=1e-3, batch_size=16))
+    model = train_from_scratch(bench, TensorDetectionData(train.images, train.targets, names), bench.pretrain_epochs,
+                               seed=0, show_progress=True)
     with staged_output_dir(out) as stage:
         save_detector(model, stage)
+
+
+def train_from_scratch(bench: BenchConfig, data, epochs: int, seed: int, show_progress: bool = False):
+    """A detector of `bench.detector` built from scratch and trained on `data` (every parameter, lr 1e-3, batches
+    of 16): the pre-training of every recipe, and the reference trainings of the headroom and substitution runs."""
+    from neuralsim.tasks.detector import build_from_config
+    from neuralsim.tasks.train import train_detector
+
+    names = list(bench.objects)
+    config = dataclasses.replace(bench.detector, num_classes=len(names), category_names=names, image_size=bench.size)
+    model = build_from_config(config, seed=seed).to(resolve_device(bench.device))
+    train_detector(model, data, TrainConfig(epochs=epochs, trainable="all", lr=1e-3, batch_size=16, seed=seed),
+                   show_progress=show_progress)
+    return model
 
 
 def run_config(bench: BenchConfig, prepared: Prepared, init: str, method: str, seed: int, psi_path: Path) -> OptimizeConfig:

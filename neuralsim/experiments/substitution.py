@@ -23,14 +23,12 @@ from neuralsim.color import linear_to_srgb
 from neuralsim.data.backgrounds import background_source
 from neuralsim.experiments.cache import cache_root, ensure_scene_set
 from neuralsim.experiments.gaps import initial_distributions
-from neuralsim.experiments.recipes import BenchConfig, prepare
+from neuralsim.experiments.recipes import BenchConfig, prepare, train_from_scratch
 from neuralsim.fields.base import Field
 from neuralsim.render import Placement, composite, labels_from_alpha, render_scene
-from neuralsim.runtime import atomic_write_json, atomic_write_text, derive_seed
+from neuralsim.runtime import atomic_write_json, atomic_write_text, derive_seed, resolve_device
 from neuralsim.tasks.data import CocoDetectionData, DetectionData, TensorDetectionData
-from neuralsim.tasks.detector import build_from_config
 from neuralsim.tasks.evaluate import evaluate_detector
-from neuralsim.tasks.train import TrainConfig, train_detector
 
 SOURCES = ("ground_truth", "field")
 
@@ -55,14 +53,14 @@ def field_twin(cfg: SceneSetConfig, fields: dict[str, Field]) -> TensorDetection
             raise ValueError("field_twin renders one object per image")
         p = placements[0]
         field = fields[p.object]
-        dtype = next(field.parameters()).dtype
-        weights = torch.zeros(field.appearance.num_appearances, dtype=dtype)
+        like = next(field.parameters())
+        weights = like.new_zeros(field.appearance.num_appearances)
         weights[field.appearance.names.index(p.lighting)] = 1.0
         out = render_scene([Placement(field, p.azimuth_deg, p.elevation_deg, p.radius, weights, p.shift_xy)],
                            cfg.size, cfg.fov_deg)
         bg_rng = np.random.default_rng(derive_seed(cfg.seed, cfg.name, "background", i))
-        bg = torch.from_numpy(linear_to_srgb(background(bg_rng, cfg.size, cfg.size))).to(dtype)
-        images.append(composite(out.rgb, out.alpha, bg).clamp(0, 1).permute(2, 0, 1).float())
+        bg = torch.from_numpy(linear_to_srgb(background(bg_rng, cfg.size, cfg.size))).to(like)
+        images.append(composite(out.rgb, out.alpha, bg).clamp(0, 1).permute(2, 0, 1).to(device="cpu", dtype=torch.float32))
         label = labels_from_alpha(out.object_alpha, cfg.box_threshold, cfg.min_box_pixels)[0]
         boxes = torch.zeros(0, 4) if label.box_xyxy is None else torch.tensor(label.box_xyxy, dtype=torch.float32)[None]
         targets.append({"boxes": boxes, "labels": torch.full((len(boxes),), cfg.objects.index(p.object))})
@@ -84,11 +82,7 @@ def label_agreement(truth: CocoDetectionData, twin: TensorDetectionData) -> floa
 def train_and_score(bench: BenchConfig, train: DetectionData, test: CocoDetectionData, seed: int, epochs: int) -> dict:
     """A detector trained from scratch on `train` (every parameter, `epochs` epochs), scored on `test`."""
     names = list(bench.objects)
-    config = dataclasses.replace(bench.detector, num_classes=len(names), category_names=names, image_size=bench.size)
-    model = build_from_config(config, seed=seed)
-    train_detector(model, train, TrainConfig(epochs=epochs, trainable="all", lr=1e-3, batch_size=16, seed=seed),
-                   show_progress=False)
-    result = evaluate_detector(model, test)
+    result = evaluate_detector(train_from_scratch(bench, train, epochs, seed), test)
     return {"ap": result.ap, "ap50": result.ap50,
             "per_class": {o: result.per_class[o]["ap"] if result.per_class[o]["ap"] is not None else float("nan")
                           for o in names}}
@@ -106,7 +100,7 @@ def run_substitution(bench: BenchConfig, out: str | Path, per_object: int = 80, 
     log(f"ground-truth training set: {per_object} images per object")
     data = {"ground_truth": CocoDetectionData.load(str(ensure_scene_set(root, train_cfg)))}
     log("the same placements rendered by the fields")
-    data["field"] = field_twin(train_cfg, load_fields(prepared.fields, bench.device))
+    data["field"] = field_twin(train_cfg, load_fields(prepared.fields, resolve_device(bench.device)))
     log(f"ground-truth test set: {bench.test_per_object} images per object")
     test = CocoDetectionData.load(str(ensure_scene_set(root, test_cfg)))
     iou = label_agreement(data["ground_truth"], data["field"])

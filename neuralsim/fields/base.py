@@ -61,7 +61,7 @@ class AppearanceTable(nn.Module):
         """An anchor index k, or weights (K,) on the simplex mixing the anchors → embedding (E,)."""
         if isinstance(appearance, int):
             return self.anchor(appearance)
-        weights = appearance.to(self.embeddings.dtype)
+        weights = appearance.to(self.embeddings)
         if weights.shape != (self.num_appearances,):
             raise ValueError(f"appearance weights must have shape ({self.num_appearances},), got {tuple(weights.shape)}")
         return weights @ self.anchors()

@@ -43,7 +43,7 @@ class Placement:
 
 
 def _as_tensor(value: Tensor | float | tuple, dtype: torch.dtype, device: torch.device) -> Tensor:
-    return value if isinstance(value, Tensor) else torch.tensor(value, dtype=dtype, device=device)
+    return value.to(device=device) if isinstance(value, Tensor) else torch.tensor(value, dtype=dtype, device=device)
 
 
 def _field_dtype_device(field: Field) -> tuple[torch.dtype, torch.device]:
@@ -75,7 +75,7 @@ def object_rays(field: Field, c2w: Tensor, intrinsics: Intrinsics, appearance: T
     pixels = pixel_grid(intrinsics, device=device)  # (H*W, 2)
     if rays is not None:
         pixels = pixels[rays.to(device)]
-    origins, dirs = camera_rays(c2w.to(dtype), intrinsics, pixels)
+    origins, dirs = camera_rays(c2w.to(device=device, dtype=dtype), intrinsics, pixels)
     return ObjectRays(field.fns(field.appearance.resolve(appearance)), origins, dirs)
 
 

@@ -45,7 +45,7 @@ def subpixel_box(alpha: Tensor, box_xyxy: Tensor, threshold: float = 0.5, min_sl
     The value is the hard box, unchanged; the derivative is that of `edge_shift`, so a render that grows the
     object moves its box outwards."""
     shift = edge_shift(alpha, box_xyxy, threshold, min_slope)
-    return box_xyxy.to(alpha.dtype) + (shift - shift.detach())
+    return box_xyxy.to(alpha) + (shift - shift.detach())
 
 
 def edge_shift(alpha: Tensor, box_xyxy: Tensor, threshold: float = 0.5, min_slope: float = 0.05) -> Tensor:
@@ -71,4 +71,4 @@ def edge_shift(alpha: Tensor, box_xyxy: Tensor, threshold: float = 0.5, min_slop
     # A near edge (x1, y1) sits at a constant + d, a far edge (x2, y2) at a constant − d.
     d = torch.stack([crossing(cols, x1, x1 - 1), crossing(rows, y1, y1 - 1),
                      crossing(cols, x2 - 1, x2), crossing(rows, y2 - 1, y2)])
-    return d * torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=alpha.dtype)
+    return d * alpha.new_tensor([1.0, 1.0, -1.0, -1.0])

@@ -29,7 +29,7 @@ def patchwise_vjp(render_patch: PatchFn, inputs: Sequence[Tensor], grad_output: 
     for start in range(0, grad_output.shape[0], patch_rays):
         ids = torch.arange(start, min(start + patch_rays, grad_output.shape[0]), device=grad_output.device)
         values = render_patch(ids, *leaves)  # (P, C)
-        parts = torch.autograd.grad(values, leaves, grad_output[ids].to(values.dtype), allow_unused=True)
+        parts = torch.autograd.grad(values, leaves, grad_output[ids].to(values), allow_unused=True)
         for total, part in zip(grads, parts):
             if part is not None:
                 total += part

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 from torch.func import functional_call
 
+from neuralsim.errors import UserError
 from neuralsim.tasks.data import DetectionData, iterate_batches, to_device
 from neuralsim.tasks.detector import Detector, Targets
 
@@ -37,11 +37,14 @@ PARAM_GROUPS = {
 def select_params(model: Detector, pattern: str = "heads") -> Params:
     """θ: the trainable parameters whose names match `pattern` (a `PARAM_GROUPS` key or a regex), as
     leaves that share storage with the model (training the model moves them) and require grad."""
-    regex = re.compile(PARAM_GROUPS.get(pattern, pattern))
+    try:
+        regex = re.compile(PARAM_GROUPS.get(pattern, pattern))
+    except re.error as e:
+        raise UserError(f"Parameter pattern {pattern!r} is not a valid regular expression ({e}).") from None
     params = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()
               if p.requires_grad and regex.search(n)}
     if not params:
-        raise ValueError(f"no trainable detector parameter matches {pattern!r}")
+        raise UserError(f"No trainable detector parameter matches {pattern!r} (groups: {', '.join(PARAM_GROUPS)}).")
     return params
 
 
@@ -54,11 +57,6 @@ def per_image_loss(model: Detector, params: Params, images: Tensor, targets: Tar
 def detection_loss(model: Detector, params: Params, images: Tensor, targets: Targets) -> Tensor:
     """Σ_j l(x_j, θ), a scalar differentiable twice in `params` and `images`."""
     return per_image_loss(model, params, images, targets).sum()
-
-
-def make_loss_fn(model: Detector) -> Callable[[Params, Tensor, Targets], Tensor]:
-    """loss(params, images, targets) → (1/N) Σ_j l(x_j, θ): the mean batch loss as a pure function of θ and x."""
-    return lambda params, images, targets: per_image_loss(model, params, images, targets).mean()
 
 
 def dot(a: Params, b: Params) -> Tensor:

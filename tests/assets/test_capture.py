@@ -1,7 +1,6 @@
 """Real Mitsuba renders at tiny sizes, run through the CLI in a subprocess."""
 
 import hashlib
-import json
 
 import numpy as np
 from PIL import Image
