@@ -1,4 +1,5 @@
-"""House utilities: atomic writes, staged output folders, run directories, seeding, device, progress.
+"""House utilities: atomic writes, staged output folders, run directories, seeding, device, phase timing,
+progress.
 
 Every output file is written to a temporary name and renamed; every output folder is built beside
 its final place and renamed on success, so a failure never leaves anything half-written behind.
@@ -221,6 +222,25 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device.split(":")[0] not in ("cpu", "cuda"):
         raise UserError(f"--device must be auto, cpu or cuda, not {device!r}.")
     return torch.device(device)
+
+
+class PhaseClock:
+    """Wall seconds per named phase, summed over every entry: `with clock("render"): …`. On a GPU each
+    phase ends with a synchronisation, so queued kernels count where they were launched."""
+
+    def __init__(self, device: torch.device | None = None):
+        self.sync = device is not None and device.type == "cuda"
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.sync:
+                torch.cuda.synchronize()
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
 
 
 def progress(transient: bool = False) -> Progress:

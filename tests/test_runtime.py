@@ -1,11 +1,12 @@
 import json
+import time
 
 import pytest
 import torch
 
 from neuralsim.cli import main
 from neuralsim.errors import UserError
-from neuralsim.runtime import RunDir, atomic_write_json, derive_seed, resolve_device, staged_output_dir
+from neuralsim.runtime import PhaseClock, RunDir, atomic_write_json, derive_seed, resolve_device, staged_output_dir
 
 
 def test_staged_output_dir_commits_on_success_and_cleans_up_on_failure(tmp_path):
@@ -49,6 +50,18 @@ def test_atomic_json_handles_tensors_and_nan(tmp_path):
 def test_derive_seed_is_stable_and_distinct():
     assert derive_seed(0, "a", 1) == derive_seed(0, "a", 1)
     assert derive_seed(0, "a", 1) != derive_seed(0, "a", 2) != derive_seed(1, "a", 1)
+
+
+def test_phase_clock_sums_each_phase_over_its_entries_even_when_one_fails():
+    clock = PhaseClock()
+    for _ in range(2):
+        with clock("a"):
+            time.sleep(0.01)
+    with pytest.raises(RuntimeError), clock("b"):
+        time.sleep(0.01)
+        raise RuntimeError("boom")
+    assert set(clock.seconds) == {"a", "b"}
+    assert clock.seconds["a"] >= 0.02 and clock.seconds["b"] >= 0.01
 
 
 def test_device_resolution():

@@ -12,6 +12,7 @@ from neuralsim.bilevel.data import Render, RenderVJP, TrainingSet, full_image_vj
 from neuralsim.bilevel.inverse_hvp import InverseHVPConfig, InverseHVPResult, inverse_hvp
 from neuralsim.bilevel.task import SecondOrderTask
 from neuralsim.errors import UserError
+from neuralsim.runtime import PhaseClock
 from neuralsim.sampling.bins import FACTORS
 from neuralsim.sampling.psi import ObjectPsi, Psi, RenderParams
 
@@ -51,6 +52,9 @@ class HypergradientConfig:
 class Hypergradient:
     grads: dict[str, Tensor]  # ψ leaf name → dL_val/d(leaf), descent direction −grads
     inverse: InverseHVPResult  # v, its residual and the HVPs spent
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time per phase: val_grad, inverse_hvp (v), mixed (e_j) and render_vjp (pass 2) for nso; probe_render
+    and grad_dot for influence; grad_dot for autosim."""
 
 
 def _grads_of(objective: Tensor | None, leaves: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -67,13 +71,14 @@ def _add(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def pathwise(psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tensor, render_vjp: RenderVJP,
              replay_batch: int = 1, factors: tuple[str, ...] = (*FACTORS, "lighting"),
-             labels: bool = True) -> dict[str, Tensor]:
+             labels: bool = True, clock: PhaseClock | None = None) -> dict[str, Tensor]:
     """Neural-Sim: h = −(1/N) Σ_j e_j · ∂x_j/∂ψ, e_j = ∂/∂x_j[∇θ l(x_j, θ)·v] (Tool 2 pass 2: each sample
     replayed from its noise, e_j pulled back through the renderer, then through the sampler and softmax).
 
     With `labels` and a task that has `mixed_with_boxes`, the derivative includes the labels: each image's
     boxes move with the render, e_b = ∂/∂b_j[∇θ l·v] pulled back through the boxes' sub-pixel edges. Without
     it a zoom or a turn of the object would be scored against the box it had before it moved."""
+    clock = clock or PhaseClock()
     n_total = len(train)
     with_boxes = labels and hasattr(task, "mixed_with_boxes")
     grads: dict[str, Tensor] = {}
@@ -86,23 +91,23 @@ def pathwise(psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tensor, ren
         for i in range(0, n_o, replay_batch):
             rows = slice(draws.rows.start + i, min(draws.rows.start + i + replay_batch, draws.rows.stop))
             params = train.replay(psi, draws, slice(i, i + replay_batch))  # differentiable in ψ
-            if with_boxes:
-                e, e_boxes = task.mixed_with_boxes(train.images[rows], train.targets[rows], v)
-                upstream = render_vjp(draws.obj, params.detach(), e, e_boxes)  # ∂(⟨x, e⟩ + ⟨b, e_b⟩)/∂params
-            else:
-                e = task.mixed(train.images[rows], train.targets[rows], v)  # (b, 3, H, W)
-                upstream = render_vjp(draws.obj, params.detach(), e)  # ∂⟨x, e⟩/∂params
+            with clock("mixed"):  # e_j (b, 3, H, W) and, with the labels, e_b
+                mixed = (task.mixed_with_boxes(train.images[rows], train.targets[rows], v) if with_boxes
+                         else (task.mixed(train.images[rows], train.targets[rows], v),))
+            with clock("render_vjp"):
+                upstream = render_vjp(draws.obj, params.detach(), *mixed)  # ∂(⟨x, e⟩ [+ ⟨b, e_b⟩])/∂params
             surrogate = sum((p * u).sum() for p, u in zip(params.tensors(), upstream.tensors()) if p.requires_grad)
             grads = _add(grads, _grads_of(-surrogate / n_total if torch.is_tensor(surrogate) else None, leaves))
     return grads
 
 
 def score_function(psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tensor,
-                   baseline: str = "leave_one_out") -> dict[str, Tensor]:
+                   baseline: str = "leave_one_out", clock: PhaseClock | None = None) -> dict[str, Tensor]:
     """Auto-Sim: h = −(1/N) Σ_j (∇θ l(x_j, θ)·v − b_j) ∇ψ log p(V_j), on exact discrete draws."""
     if train.tau is not None:
         raise ValueError("the score-function estimator needs a training set of discrete draws (tau=None)")
-    g = task.grad_dot(train.images, train.targets, v).detach()  # (N,)
+    with (clock or PhaseClock())("grad_dot"):
+        g = task.grad_dot(train.images, train.targets, v).detach()  # (N,)
     surrogate = None
     for draws in train.draws:
         g_o = g[draws.rows]
@@ -114,7 +119,7 @@ def score_function(psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tenso
 
 
 def probe_bin_means(obj: ObjectPsi, factor: str, name: str, render: Render, task: SecondOrderTask, v: Tensor,
-                    probes: int, generator: torch.Generator) -> Tensor:
+                    probes: int, generator: torch.Generator, clock: PhaseClock | None = None) -> Tensor:
     """m_i = E[∇θ l(x, θ)·v | V_factor in bin i], (k,): `probes` renders per bin at stratified offsets within
     the bin, the other factors drawn from ψ."""
     k = obj.factors[factor].k
@@ -125,14 +130,16 @@ def probe_bin_means(obj: ObjectPsi, factor: str, name: str, render: Render, task
     values = obj.factors[factor].value_in_bin(bins, jitter)
     tensors = dict(zip(RenderParams.CONTINUOUS, params.tensors())) | {FIELD_OF[factor]: values}
     params = RenderParams(**tensors, bins=params.bins | {factor: bins}, placement=params.placement)
-    with torch.no_grad():
+    clock = clock or PhaseClock()
+    with clock("probe_render"), torch.no_grad():
         images, targets = render(name, params)
-    return task.grad_dot(images, targets, v).reshape(k, probes).mean(dim=1)
+    with clock("grad_dot"):
+        return task.grad_dot(images, targets, v).reshape(k, probes).mean(dim=1)
 
 
 def influence(psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tensor, render: Render,
               generator: torch.Generator, probes_per_bin: int = 4, render_vjp: RenderVJP | None = None,
-              replay_batch: int = 1) -> dict[str, Tensor]:
+              replay_batch: int = 1, clock: PhaseClock | None = None) -> dict[str, Tensor]:
     """Ours: dL_val/dp_{o,i} ≈ −(n_o/N)·m_i per categorical factor, then the softmax Jacobian (by autograd);
     lighting weights by the pathwise gradient over the training set when `render_vjp` is given."""
     grads: dict[str, Tensor] = {}
@@ -143,25 +150,32 @@ def influence(psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tensor, re
             logits = obj.factors[f].logits
             if not logits.requires_grad:
                 continue
-            m = probe_bin_means(obj, f, draws.obj, render, task, v, probes_per_bin, generator)  # (k,)
+            m = probe_bin_means(obj, f, draws.obj, render, task, v, probes_per_bin, generator, clock)  # (k,)
             grads[f"{draws.obj}/{f}"] = torch.autograd.grad(obj.factors[f].probs(), logits, -weight * m)[0]
     if render_vjp is not None:
         # the appearance leaves alpha, and so the boxes, unchanged: no label term
-        grads = _add(grads, pathwise(psi, train, task, v, render_vjp, replay_batch, factors=("lighting",), labels=False))
+        grads = _add(grads, pathwise(psi, train, task, v, render_vjp, replay_batch, factors=("lighting",), labels=False,
+                                     clock=clock))
     return grads
 
 
 def hypergradient(psi: Psi, train: TrainingSet, task: SecondOrderTask, config: HypergradientConfig, *,
-                  render: Render, generator: torch.Generator, render_vjp: RenderVJP | None = None) -> Hypergradient:
+                  render: Render, generator: torch.Generator, render_vjp: RenderVJP | None = None,
+                  clock: PhaseClock | None = None) -> Hypergradient:
     """v = (H + λI)⁻¹∇θL_val, then the configured estimator; every trainable ψ leaf gets a gradient."""
-    inverse = inverse_hvp(task.hvp, task.val_grad(), config.inverse_hvp)
+    clock = clock or PhaseClock()
+    with clock("val_grad"):
+        g = task.val_grad()
+    with clock("inverse_hvp"):
+        inverse = inverse_hvp(task.hvp, g, config.inverse_hvp)
     vjp = render_vjp or full_image_vjp(render)
     if config.method == "nso":
-        grads = pathwise(psi, train, task, inverse.v, vjp, config.replay_batch, labels=config.pathwise_labels)
+        grads = pathwise(psi, train, task, inverse.v, vjp, config.replay_batch, labels=config.pathwise_labels,
+                         clock=clock)
     elif config.method == "autosim":
-        grads = score_function(psi, train, task, inverse.v, config.baseline)
+        grads = score_function(psi, train, task, inverse.v, config.baseline, clock)
     else:
         grads = influence(psi, train, task, inverse.v, render, generator, config.probes_per_bin,
-                          vjp if config.influence_pathwise_lighting else None, config.replay_batch)
+                          vjp if config.influence_pathwise_lighting else None, config.replay_batch, clock)
     zeros = {n: torch.zeros_like(t) for n, t in psi.trainable().items()}
-    return Hypergradient({n: grads.get(n, zeros[n]) for n in zeros}, inverse)
+    return Hypergradient({n: grads.get(n, zeros[n]) for n in zeros}, inverse, dict(clock.seconds))

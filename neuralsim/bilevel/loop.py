@@ -26,7 +26,9 @@ from neuralsim.bilevel.field_source import FieldSource, SourceConfig, load_field
 from neuralsim.bilevel.reinforce import Reinforce, ReinforceConfig
 from neuralsim.data.coco import load_coco
 from neuralsim.errors import UserError
-from neuralsim.runtime import RunDir, atomic_write_json, derive_seed, from_plain, read_json, resolve_device, to_plain
+from neuralsim.runtime import (
+    PhaseClock, RunDir, atomic_write_json, derive_seed, from_plain, read_json, resolve_device, to_plain,
+)
 from neuralsim.sampling.optim import PsiOptimizer, PsiOptimizerConfig
 from neuralsim.sampling.psi import Psi, PsiInit, init_psi
 from neuralsim.tasks.checkpoint import load_detector, save_detector
@@ -235,43 +237,39 @@ class BilevelRun:
         return -self.val_loss(model)
 
     def step(self, t: int) -> dict:
-        cfg, timing = self.cfg, {}
+        cfg, clock = self.cfg, PhaseClock(self.device)
         generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "step", t))
         start = time.perf_counter()
         cg_residual, cg_negative, grads = None, None, None
         psi_used = self.psi.probabilities()  # ψ_t, which drew this step's data
         if cfg.method == "lts":
             self._lts_base, self._lts_models, self._step = self.model, [], t
-            grads, rewards = self.lts.hypergradient(self.psi, self.counts(), generator)
+            with clock("lts"):
+                grads, rewards = self.lts.hypergradient(self.psi, self.counts(), generator)
             self.model = self._lts_models[0]  # trained on a set drawn from ψ_t, like every other method's
-            timing["lts"] = time.perf_counter() - start
             train = None
         else:
             tau = cfg.hypergradient.draw_tau if cfg.method != "ns" else None
-            train = draw_training_set(self.psi, self.counts(), self.source, generator, tau)
-            timing["render"] = time.perf_counter() - start
-            tick = time.perf_counter()
-            self._train(self.model, train, t)
-            timing["train"] = time.perf_counter() - tick
+            with clock("render"):  # pass 1
+                train = draw_training_set(self.psi, self.counts(), self.source, generator, tau)
+            with clock("train"):
+                self._train(self.model, train, t)
             if cfg.method != "ns":
-                tick = time.perf_counter()
                 images, targets = self._training_pool(train)
                 sub = torch.randperm(len(images), generator=generator)[: cfg.hvp_images]
                 task = DetectorTask(self.model, cfg.theta, images[sub], [targets[i] for i in sub], self.val,
                                     cfg.batch_size)
                 result = hypergradient(self.psi, train, task, cfg.hypergradient, render=self.source,
-                                       generator=generator, render_vjp=self.source.vjp)
+                                       generator=generator, render_vjp=self.source.vjp, clock=clock)
                 share = len(train) / len(images)  # L_train averages over the shots too
                 grads, cg_residual = {n: share * g for n, g in result.grads.items()}, result.inverse.residual
                 cg_negative = result.inverse.negative_curvature
-                timing["hypergradient"] = time.perf_counter() - tick
         if grads is not None:
             self.optimizer.step(grads)
-        tick = time.perf_counter()
-        val_loss = self.val_loss(self.model)
-        test = evaluate_detector(self.model, self.test, batch_size=cfg.batch_size)
-        timing["evaluate"] = time.perf_counter() - tick
-        timing["total"] = time.perf_counter() - start
+        with clock("evaluate"):
+            val_loss = self.val_loss(self.model)
+            test = evaluate_detector(self.model, self.test, batch_size=cfg.batch_size)
+        timing = clock.seconds | {"total": time.perf_counter() - start}
         if train is not None and t in (0, cfg.steps - 1):
             self._save_samples(train, t)
         record = {

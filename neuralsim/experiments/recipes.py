@@ -135,27 +135,39 @@ class Prepared:
 def prepare(bench: BenchConfig, log=print) -> Prepared:
     """Captures, fields, validation/test sets and the pre-trained detector, each made once and cached."""
     bench.validate()
-    gap, root = bench.gap_spec, cache_root(bench.cache)
-    capture_cfg = CaptureConfig(views=bench.capture_views, size=bench.size, lighting=list(gap.lighting))
-    fit_cfg = FitConfig(steps=bench.fit_steps, rays_per_step=bench.fit_rays, eval_every=0)
-    fields = {}
-    for obj in bench.objects:
-        log(f"capture and field: {obj}")
-        fields[obj] = str(ensure_field(root, ensure_capture(root, obj, capture_cfg), fit_cfg, bench.device))
-    targets = target_distributions(gap)
+    root = cache_root(bench.cache)
+    fields = ensure_fields(bench, log)
     sets = {}
     for split, n in (("val", bench.val_per_object), ("test", bench.test_per_object), ("shots", bench.shots_per_object)):
         if n == 0:
             continue
         log(f"ground-truth {split} set: {n} images per object")
-        cfg = SceneSetConfig(objects=list(bench.objects), images=n * len(bench.objects), size=bench.size,
-                             distributions=targets, spp=bench.target_spp, name=f"{gap.name}-{split}")
-        sets[split] = str(ensure_scene_set(root, cfg))
+        sets[split] = str(ensure_target_set(bench, split, n, bench.size))
     detectors = {}
     for init in bench.inits:
         log(f"detector pre-trained on field renders from ψ₀ = {init}")
         detectors[init] = str(ensure_pretrained_detector(root, bench, fields, init))
     return Prepared(fields, sets["val"], sets["test"], detectors, sets.get("shots"))
+
+
+def ensure_fields(bench: BenchConfig, log=print) -> dict[str, str]:
+    """Object → the folder of its radiance field, captured at the bench's size and fitted; cached."""
+    root = cache_root(bench.cache)
+    capture_cfg = CaptureConfig(views=bench.capture_views, size=bench.size, lighting=list(bench.gap_spec.lighting))
+    fit_cfg = FitConfig(steps=bench.fit_steps, rays_per_step=bench.fit_rays, eval_every=0)
+    fields = {}
+    for obj in bench.objects:
+        log(f"capture and field: {obj}")
+        fields[obj] = str(ensure_field(root, ensure_capture(root, obj, capture_cfg), fit_cfg, bench.device))
+    return fields
+
+
+def ensure_target_set(bench: BenchConfig, split: str, per_object: int, size: int) -> Path:
+    """The gap's ground-truth target-domain set `split` (val, test, shots) at `size` px; cached."""
+    gap = bench.gap_spec
+    cfg = SceneSetConfig(objects=list(bench.objects), images=per_object * len(bench.objects), size=size,
+                         distributions=target_distributions(gap), spp=bench.target_spp, name=f"{gap.name}-{split}")
+    return ensure_scene_set(cache_root(bench.cache), cfg)
 
 
 def initial_psi(gap: Gap, init: str) -> Psi:

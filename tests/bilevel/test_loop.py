@@ -67,6 +67,10 @@ def test_nso_moves_psi_and_logs_every_step(assets, tmp_path):
     assert [m["step"] for m in metrics] == [0, 1]
     for key in ("val_loss", "test_ap", "per_class", "psi", "psi_after", "cg_residual", "seconds", "peak_memory_mb"):
         assert key in metrics[0]
+    seconds = metrics[0]["seconds"]  # every phase of an nso step timed, and the phases inside the step's total
+    phases = ("render", "train", "val_grad", "inverse_hvp", "mixed", "render_vjp", "evaluate")
+    assert set(seconds) == {*phases, "total"} and all(seconds[p] > 0 for p in phases)
+    assert sum(seconds[p] for p in phases) <= seconds["total"]
     assert np.isfinite(metrics[0]["hypergradient_norm"]) and metrics[0]["hypergradient_norm"] > 0
     first, last = np.array(metrics[0]["psi"]["a"]["azimuth"]), np.array(psi_of(path)["a"]["azimuth"])
     np.testing.assert_allclose(first, 0.25)

@@ -1,0 +1,127 @@
+"""Cost of one outer step of the bilevel loop (issue 6): wall time of each phase — pass 1 render, detector
+training, ∇θL_val, v by CG, e_j, pass 2 (patch-wise render VJP), evaluation — and the peak memory, at several
+image sizes with a fixed patch size. Each size runs one real `BilevelRun` step in a fresh process, so its peak
+resident memory is its own.
+
+The six paper objects' fields are fitted once at 64 px (a field renders at any size); validation and test sets
+are path-traced at each size. The detector is built from scratch (the cost of a step does not depend on its
+weights); everything else is the recipes' setting (pose gap, ψ₀ = different, `nso` with moving labels).
+
+    .venv/bin/python benchmarks/bench_step_cost.py --sizes 64,128,256 --images-per-object 50 \
+        --out benchmarks/results/step-cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from neuralsim.bilevel.estimators import HypergradientConfig
+from neuralsim.bilevel.field_source import SourceConfig
+from neuralsim.bilevel.inverse_hvp import InverseHVPConfig
+from neuralsim.bilevel.loop import BilevelRun, OptimizeConfig, peak_memory_mb
+from neuralsim.experiments.cli import DEMO
+from neuralsim.experiments.recipes import BenchConfig, ensure_fields, ensure_target_set, initial_psi
+from neuralsim.runtime import atomic_write_json, from_plain, read_json, to_plain
+from neuralsim.sampling.optim import PsiOptimizerConfig
+
+PHASES = {  # metrics key → the phase of the issue's breakdown
+    "render": "render (pass 1)", "train": "train", "val_grad": "∇θL_val", "inverse_hvp": "v (CG)",
+    "mixed": "e_j", "render_vjp": "pass 2 (patch-wise)", "evaluate": "evaluate",
+}
+
+
+def prepare(bench: BenchConfig, sizes: list[int], log=print) -> tuple[dict[str, str], dict[int, dict[str, str]]]:
+    """Fields fitted at the bench's size, and validation/test sets at every size; cached."""
+    fields = ensure_fields(bench, log)
+    sets = {}
+    for size in sizes:
+        log(f"ground-truth validation and test sets at {size} px")
+        sets[size] = {split: str(ensure_target_set(bench, split, n, size))
+                      for split, n in (("val", bench.val_per_object), ("test", bench.test_per_object))}
+    return fields, sets
+
+
+def step_config(bench: BenchConfig, fields: dict[str, str], sets: dict[str, str], size: int, patch_rays: int,
+                psi_path: Path) -> OptimizeConfig:
+    return OptimizeConfig(
+        fields=fields, val=sets["val"], test=sets["test"], psi=str(psi_path), factors=[bench.gap_spec.factor],
+        method="nso", steps=1, images_per_object=bench.images_per_object,
+        source=SourceConfig(size=size, patch_rays=patch_rays), detector=dataclasses.replace(bench.detector, image_size=size),
+        train=bench.train, hypergradient=HypergradientConfig(
+            method="nso", tau=bench.tau, pathwise_labels=bench.pathwise_labels,
+            inverse_hvp=InverseHVPConfig(damping=bench.damping, iterations=bench.cg_iterations)),
+        psi_optimizer=PsiOptimizerConfig(method=bench.psi_optimizer, lr=bench.psi_lr, natural=bench.psi_natural),
+        hvp_images=bench.hvp_images, device=bench.device)
+
+
+def one_step(config_path: Path, out: Path) -> dict:
+    """Run step 0 of the config in this process; its metrics and the memory held before the step began."""
+    cfg = from_plain(OptimizeConfig, read_json(config_path, "Optimize config"), str(config_path))
+    run = BilevelRun(cfg, out)
+    before = peak_memory_mb(run.device)
+    record = run.step(0)
+    return {"seconds": record["seconds"], "peak_memory_mb": record["peak_memory_mb"], "set_up_peak_mb": before,
+            "cg_residual": record["cg_residual"]}
+
+
+def table(rows: list[dict]) -> str:
+    head = ["px", "images", *PHASES.values(), "total s", "peak MiB (set-up)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        s = r["seconds"]
+        cells = [str(r["size"]), str(r["images"]), *(f"{s.get(k, 0.0):.1f}" for k in PHASES), f"{s['total']:.1f}",
+                 f"{r['peak_memory_mb']:.0f} ({r['set_up_peak_mb']:.0f})"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="64,128,256")
+    ap.add_argument("--objects", default="paper", help="'paper' (the six) or 'demo' (the demo's four)")
+    ap.add_argument("--images-per-object", type=int, default=50)
+    ap.add_argument("--patch-rays", type=int, default=1024)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--child", nargs=2, metavar=("CONFIG", "RUN_DIR"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(one_step(Path(args.child[0]), Path(args.child[1]))))
+        return
+
+    demo = {k: v for k, v in DEMO.items() if k in ("size", "capture_views", "fit_steps", "fit_rays", "val_per_object",
+                                                    "test_per_object", "target_spp")}  # assets of the demo's size
+    bench = BenchConfig(gap="pose", **demo, images_per_object=args.images_per_object)
+    if args.objects == "paper":
+        bench.objects = list(BenchConfig().objects)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    fields, sets = prepare(bench, sizes)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        psi_path = initial_psi(bench.gap_spec, "different").save(Path(tmp) / "psi0.json")
+        for size in sizes:
+            config_path = atomic_write_json(Path(tmp) / f"config-{size}.json",
+                                            to_plain(step_config(bench, fields, sets[size], size, args.patch_rays, psi_path)))
+            print(f"one outer step at {size} px …", flush=True)
+            done = subprocess.run([sys.executable, __file__, "--child", str(config_path), str(Path(tmp) / f"run-{size}")],
+                                  check=True, capture_output=True, text=True)
+            row = {"size": size, "images": args.images_per_object * len(bench.objects), **json.loads(done.stdout.splitlines()[-1])}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    result = {"objects": bench.objects, "method": "nso", "patch_rays": args.patch_rays, "bench": to_plain(bench),
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "torch_threads": os.environ.get("OMP_NUM_THREADS"),
+              "rows": rows}
+    if args.out:
+        atomic_write_json(args.out, result)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
