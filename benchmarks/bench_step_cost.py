@@ -26,10 +26,10 @@ from pathlib import Path
 from neuralsim.bilevel.estimators import HypergradientConfig
 from neuralsim.bilevel.field_source import SourceConfig
 from neuralsim.bilevel.inverse_hvp import InverseHVPConfig
-from neuralsim.bilevel.loop import BilevelRun, OptimizeConfig, peak_memory_mb
+from neuralsim.bilevel.loop import BilevelRun, OptimizeConfig
 from neuralsim.experiments.cli import DEMO
 from neuralsim.experiments.recipes import BenchConfig, ensure_fields, ensure_target_set, initial_psi
-from neuralsim.runtime import atomic_write_json, from_plain, read_json, to_plain
+from neuralsim.runtime import atomic_write_json, from_plain, peak_memory_mb, read_json, to_plain
 from neuralsim.sampling.optim import PsiOptimizerConfig
 
 PHASES = {  # metrics key → the phase of the issue's breakdown
@@ -50,37 +50,41 @@ def prepare(bench: BenchConfig, sizes: list[int], log=print) -> tuple[dict[str, 
 
 
 def step_config(bench: BenchConfig, fields: dict[str, str], sets: dict[str, str], size: int, patch_rays: int,
-                psi_path: Path) -> OptimizeConfig:
+                replay_batch: int, psi_path: Path) -> OptimizeConfig:
     return OptimizeConfig(
         fields=fields, val=sets["val"], test=sets["test"], psi=str(psi_path), factors=[bench.gap_spec.factor],
         method="nso", steps=1, images_per_object=bench.images_per_object,
         source=SourceConfig(size=size, patch_rays=patch_rays), detector=dataclasses.replace(bench.detector, image_size=size),
         train=bench.train, hypergradient=HypergradientConfig(
-            method="nso", tau=bench.tau, pathwise_labels=bench.pathwise_labels,
+            method="nso", tau=bench.tau, pathwise_labels=bench.pathwise_labels, replay_batch=replay_batch,
             inverse_hvp=InverseHVPConfig(damping=bench.damping, iterations=bench.cg_iterations)),
         psi_optimizer=PsiOptimizerConfig(method=bench.psi_optimizer, lr=bench.psi_lr, natural=bench.psi_natural),
         hvp_images=bench.hvp_images, device=bench.device)
 
 
 def one_step(config_path: Path, out: Path) -> dict:
-    """Run step 0 of the config in this process; its metrics and the memory held before the step began."""
+    """Run step 0 of the config in this process: its seconds and peak memory per phase, and the peak memory of
+    the set-up before it (fields, validation and test sets, detector)."""
     cfg = from_plain(OptimizeConfig, read_json(config_path, "Optimize config"), str(config_path))
     run = BilevelRun(cfg, out)
-    before = peak_memory_mb(run.device)
+    set_up = peak_memory_mb(run.device)
     record = run.step(0)
-    return {"seconds": record["seconds"], "peak_memory_mb": record["peak_memory_mb"], "set_up_peak_mb": before,
+    return {"seconds": record["seconds"], "peak_memory_mb": record["peak_memory_mb_by_phase"], "set_up_peak_mb": set_up,
             "cg_residual": record["cg_residual"]}
 
 
-def table(rows: list[dict]) -> str:
-    head = ["px", "images", *PHASES.values(), "total s", "peak MiB (set-up)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        s = r["seconds"]
-        cells = [str(r["size"]), str(r["images"]), *(f"{s.get(k, 0.0):.1f}" for k in PHASES), f"{s['total']:.1f}",
-                 f"{r['peak_memory_mb']:.0f} ({r['set_up_peak_mb']:.0f})"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def tables(rows: list[dict]) -> str:
+    """Seconds per phase, and peak resident memory (MiB) per phase: each phase's own high-water mark, which
+    includes whatever the process holds at the time (the training set among it)."""
+    def markdown(head: list[str], body: list[list[str]]) -> list[str]:
+        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in body)]
+
+    time_rows = [[str(r["size"]), str(r["images"]), *(f"{r['seconds'].get(k, 0.0):.1f}" for k in PHASES),
+                  f"{r['seconds']['total']:.1f}"] for r in rows]
+    memory_rows = [[str(r["size"]), f"{r['set_up_peak_mb']:.0f}", *(f"{r['peak_memory_mb'].get(k, 0.0):.0f}" for k in PHASES),
+                    f"{max(r['peak_memory_mb'].values()):.0f}"] for r in rows]
+    return "\n".join(markdown(["px", "images", *PHASES.values(), "total s"], time_rows) + [""]
+                     + markdown(["px", "set-up", *PHASES.values(), "step"], memory_rows))
 
 
 def main() -> None:
@@ -89,6 +93,7 @@ def main() -> None:
     ap.add_argument("--objects", default="paper", help="'paper' (the six) or 'demo' (the demo's four)")
     ap.add_argument("--images-per-object", type=int, default=50)
     ap.add_argument("--patch-rays", type=int, default=1024)
+    ap.add_argument("--replay-batch", type=int, default=1, help="images per e_j batch in pass 2")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--child", nargs=2, metavar=("CONFIG", "RUN_DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -108,19 +113,21 @@ def main() -> None:
         psi_path = initial_psi(bench.gap_spec, "different").save(Path(tmp) / "psi0.json")
         for size in sizes:
             config_path = atomic_write_json(Path(tmp) / f"config-{size}.json",
-                                            to_plain(step_config(bench, fields, sets[size], size, args.patch_rays, psi_path)))
+                                            to_plain(step_config(bench, fields, sets[size], size, args.patch_rays,
+                                                                          args.replay_batch, psi_path)))
             print(f"one outer step at {size} px …", flush=True)
             done = subprocess.run([sys.executable, __file__, "--child", str(config_path), str(Path(tmp) / f"run-{size}")],
                                   check=True, capture_output=True, text=True)
             row = {"size": size, "images": args.images_per_object * len(bench.objects), **json.loads(done.stdout.splitlines()[-1])}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    result = {"objects": bench.objects, "method": "nso", "patch_rays": args.patch_rays, "bench": to_plain(bench),
+    result = {"objects": bench.objects, "method": "nso", "patch_rays": args.patch_rays, "replay_batch": args.replay_batch,
+              "bench": to_plain(bench),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "torch_threads": os.environ.get("OMP_NUM_THREADS"),
               "rows": rows}
     if args.out:
         atomic_write_json(args.out, result)
-    print(table(rows))
+    print(tables(rows))
 
 
 if __name__ == "__main__":

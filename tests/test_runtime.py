@@ -1,12 +1,15 @@
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from neuralsim.cli import main
 from neuralsim.errors import UserError
-from neuralsim.runtime import PhaseClock, RunDir, atomic_write_json, derive_seed, resolve_device, staged_output_dir
+from neuralsim.runtime import (
+    PhaseClock, RunDir, atomic_write_json, derive_seed, peak_memory_mb, reset_peak_memory, resolve_device, staged_output_dir,
+)
 
 
 def test_staged_output_dir_commits_on_success_and_cleans_up_on_failure(tmp_path):
@@ -62,6 +65,19 @@ def test_phase_clock_sums_each_phase_over_its_entries_even_when_one_fails():
         raise RuntimeError("boom")
     assert set(clock.seconds) == {"a", "b"}
     assert clock.seconds["a"] >= 0.02 and clock.seconds["b"] >= 0.01
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="resettable peaks need Linux's /proc")
+def test_peak_memory_follows_an_allocation_and_restarts_after_a_reset():
+    cpu = torch.device("cpu")
+    reset_peak_memory(cpu)
+    before = peak_memory_mb(cpu)
+    block = torch.ones(32 * 2**20)  # 128 MiB, touched
+    with_block = peak_memory_mb(cpu)
+    assert with_block >= before + 100
+    del block
+    reset_peak_memory(cpu)
+    assert peak_memory_mb(cpu) <= with_block - 100
 
 
 def test_device_resolution():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import resource
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -277,7 +276,7 @@ class BilevelRun:
             "per_class": test.per_class, "psi": psi_used, "psi_after": self.psi.probabilities(), "cg_residual": cg_residual,
             "cg_negative_curvature": cg_negative,
             "hypergradient_norm": None if grads is None else float(torch.sqrt(sum((g * g).sum() for g in grads.values()))),
-            "seconds": timing, "peak_memory_mb": peak_memory_mb(self.device),
+            "seconds": timing, "peak_memory_mb": max(clock.peak_mb.values()), "peak_memory_mb_by_phase": clock.peak_mb,
             "detector_trainings": cfg.lts.datasets if cfg.method == "lts" else 1,
             "images_rendered": len(self.names) * cfg.images_per_object * (cfg.lts.datasets if cfg.method == "lts" else 1),
         }
@@ -306,10 +305,3 @@ class BilevelRun:
                 on_step(t, record)
         self.run.close()
         return self.run.path
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process so far: CUDA allocations on a GPU, else the resident set size."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

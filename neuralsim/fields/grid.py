@@ -102,7 +102,7 @@ class GridField(Field):
     def _fade(self, points: Tensor) -> Tensor:
         """Trilinear interpolation (N,) of the occupancy grid between cell centres: 1 inside, 0 one cell out."""
         n = points.shape[0]
-        volume = self.occupancy.to(self.density_grid.dtype)[None, None]
+        volume = self._occupancy_views()[1]
         out = F.grid_sample(volume, points.reshape(1, 1, 1, n, 3).to(volume.dtype), mode="bilinear",
                             padding_mode="zeros", align_corners=False)
         return out.reshape(n)
@@ -114,7 +114,16 @@ class GridField(Field):
 
     def occupied(self, points: Tensor) -> Tensor:
         """Cells to sample: the occupied ones grown by one cell, the margin over which `density` fades out."""
-        return lookup(dilate(self.occupancy), points)
+        return lookup(self._occupancy_views()[0], points)
+
+    def _occupancy_views(self) -> tuple[Tensor, Tensor]:
+        """The occupancy grid grown by one cell (bool (r, r, r)) and as a volume (1, 1, r, r, r) in the density's
+        dtype: made once per state of the grid, not at every render (a refresh, a load or a move makes them anew)."""
+        key = (self.occupancy.data_ptr(), self.occupancy._version, self.density_grid.dtype)
+        if getattr(self, "_occupancy_key", None) != key:
+            self._occupancy_cache = (dilate(self.occupancy), self.occupancy.to(self.density_grid.dtype)[None, None])
+            self._occupancy_key = key
+        return self._occupancy_cache
 
     @torch.no_grad()
     def update_occupancy(self, min_alpha: float, within: Tensor | None = None) -> None:

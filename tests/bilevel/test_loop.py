@@ -71,6 +71,8 @@ def test_nso_moves_psi_and_logs_every_step(assets, tmp_path):
     phases = ("render", "train", "val_grad", "inverse_hvp", "mixed", "render_vjp", "evaluate")
     assert set(seconds) == {*phases, "total"} and all(seconds[p] > 0 for p in phases)
     assert sum(seconds[p] for p in phases) <= seconds["total"]
+    peaks = metrics[0]["peak_memory_mb_by_phase"]
+    assert set(peaks) == set(phases) and metrics[0]["peak_memory_mb"] == max(peaks.values()) > 0
     assert np.isfinite(metrics[0]["hypergradient_norm"]) and metrics[0]["hypergradient_norm"] > 0
     first, last = np.array(metrics[0]["psi"]["a"]["azimuth"]), np.array(psi_of(path)["a"]["azimuth"])
     np.testing.assert_allclose(first, 0.25)

@@ -52,6 +52,22 @@ def test_occupancy_skips_empty_space_without_changing_the_image():
     assert before.alpha.max() > 0.9
 
 
+def test_occupied_cells_follow_every_change_of_the_occupancy_grid():
+    field = _ball_field()
+    centres = cell_centres(SMALL.occupancy_resolution).reshape(-1, 3)
+    assert field.occupied(centres).all()  # a new field: everything occupied
+    field.update_occupancy(min_alpha=1e-4)  # a refresh in place
+    refreshed = field.occupied(centres)
+    assert refreshed.any() and not refreshed.all()
+    assert refreshed.sum() > field.occupancy.sum()  # grown by the fade margin
+    empty = _ball_field()
+    with torch.no_grad():
+        empty.occupancy.zero_()
+    field.load_state_dict(empty.state_dict())  # a load
+    assert not field.occupied(centres).any()
+    assert float(field.density(centres).detach().max()) == 0.0  # the fade reads the same grid
+
+
 def test_visual_hull_keeps_the_object_and_carves_the_rest():
     intrinsics = Intrinsics.from_fov(24, 24, 40.0)
     c2ws = torch.stack([spherical_to_c2w(az, el, 4.0) for az, el in [(0, 0), (90, 0), (0, 80), (45, 30)]])
