@@ -14,17 +14,19 @@ from neuralsim.sampling.psi import ObjectNoise, Psi, RenderParams
 
 # render(object, params of n images) → (images (n, 3, H, W) float RGB in [0, 1], targets of those n images)
 Render = Callable[[str, RenderParams], tuple[Tensor, Any]]
-# render_vjp(object, params of n images, upstream (n, 3, H, W)[, box_upstream]) → ∂⟨images(params), upstream⟩/∂params
+# render_vjp(object, params of n images, upstream (n, 3, H, W)[, box_upstream, boxes]) → ∂⟨images(params), upstream⟩/∂params
 # per continuous parameter (the patch-wise backward of Tool 3 has this signature; `full_image_vjp` is the default).
 # A renderer whose labels are boxes from its alpha may also take box_upstream, per image the cotangent (n_j, 4) of
-# its target boxes, and add ∂⟨boxes(params), box_upstream⟩/∂params (see `FieldSource.vjp`).
+# its target boxes, and add ∂⟨boxes(params), box_upstream⟩/∂params (see `FieldSource.vjp`); `boxes`, the target
+# boxes (n_j, 4) of pass 1, lets it skip finding them again.
 RenderVJP = Callable[..., RenderParams]
 
 
 def full_image_vjp(render: Render) -> RenderVJP:
     """The plain VJP: render the whole images with gradients and backpropagate `upstream` once."""
 
-    def vjp(obj: str, params: RenderParams, upstream: Tensor, box_upstream: list[Tensor] | None = None) -> RenderParams:
+    def vjp(obj: str, params: RenderParams, upstream: Tensor, box_upstream: list[Tensor] | None = None,
+            boxes: list[Tensor] | None = None) -> RenderParams:
         if box_upstream is not None:
             raise ValueError("the labels of a plain `Render` are not differentiable; pass a `RenderVJP` that takes "
                              "box cotangents (such as `FieldSource.vjp`) or set pathwise_labels=False")

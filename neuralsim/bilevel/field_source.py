@@ -17,7 +17,7 @@ from neuralsim.color import linear_to_srgb
 from neuralsim.data.backgrounds import procedural_background
 from neuralsim.errors import UserError
 from neuralsim.fields.base import Field
-from neuralsim.render import Placement, composite, labels_from_alpha, render_scene, subpixel_box
+from neuralsim.render import Placement, composite, edge_pixels, labels_from_alpha, render_scene, subpixel_box
 from neuralsim.render.patchwise import patchwise_vjp
 from neuralsim.runtime import derive_seed
 from neuralsim.sampling.psi import RenderParams
@@ -105,17 +105,20 @@ class FieldSource:
         return torch.stack(images), targets
 
     def vjp(self, obj: str, params: RenderParams, upstream: Tensor,
-            box_upstream: list[Tensor] | None = None) -> RenderParams:
+            box_upstream: list[Tensor] | None = None, boxes: list[Tensor] | None = None) -> RenderParams:
         """Σ_patches ∂⟨image_j, upstream_j⟩/∂(azimuth, elevation, radius, lighting) for each sample j (Tool 3).
 
         With `box_upstream` (per sample, the cotangent (n_j, 4) of its target boxes) the labels move too: the
-        cotangent is pulled back to the object's alpha through `subpixel_box` and rendered with the image."""
+        cotangent is pulled back to the object's alpha through `subpixel_box` and rendered with the image. Given
+        `boxes` (per sample, its target boxes (n_j, 4) xyxy from pass 1, which the replay reproduces exactly),
+        only the rays along each box's edges are rendered to find that cotangent, not the whole alpha again."""
         grads: list[list[Tensor]] = [[] for _ in RenderParams.CONTINUOUS]
         for j in range(len(params)):
             inputs = [t[j].detach() for t in params.tensors()]
             _, background = self._placement(obj, params, j, inputs)
             grad_pixels = upstream[j].to(background.device).permute(1, 2, 0).reshape(-1, 3)  # (H·W, 3)
-            grad_alpha = None if box_upstream is None else self._alpha_cotangent(obj, params, j, box_upstream[j])
+            grad_alpha = None if box_upstream is None else self._alpha_cotangent(
+                obj, params, j, box_upstream[j], None if boxes is None else boxes[j])
 
             def patch(ids: Tensor, az: Tensor, el: Tensor, r: Tensor, light: Tensor) -> Tensor:
                 p, _ = self._placement(obj, params, j, [az, el, r, light])
@@ -129,18 +132,35 @@ class FieldSource:
                 store.append(g)
         return params.with_tensors(torch.stack(g).to(t.dtype) for g, t in zip(grads, params.tensors()))
 
-    def _alpha_cotangent(self, obj: str, params: RenderParams, j: int, box_grad: Tensor) -> Tensor | None:
-        """(H, W) ∂⟨box_j, box_grad⟩/∂alpha_j through the sub-pixel box; None when sample j has no box."""
+    def _alpha_cotangent(self, obj: str, params: RenderParams, j: int, box_grad: Tensor,
+                         box: Tensor | None = None) -> Tensor | None:
+        """(H, W) ∂⟨box_j, box_grad⟩/∂alpha_j through the sub-pixel box; None when sample j has no box. `box`
+        (1, 4), sample j's box from pass 1, spares the whole render: alpha is then rendered on its edges' rays."""
         if box_grad.numel() == 0 or not bool(box_grad.any()):
             return None
-        _, alpha = self.render_one(obj, params, j)
-        box = self.label(obj, alpha).box_xyxy
         if box is None:
-            return None
+            _, alpha = self.render_one(obj, params, j)
+            found = self.label(obj, alpha).box_xyxy
+            if found is None:
+                return None
+            box = torch.as_tensor(found)
+        else:
+            box = box.reshape(4)
+            alpha = self._edge_alpha(obj, params, j, box)
         alpha = alpha.detach().requires_grad_(True)
-        moved = subpixel_box(alpha, torch.as_tensor(box), self.config.box_threshold)
+        moved = subpixel_box(alpha, box, self.config.box_threshold)
         (grad,) = torch.autograd.grad(moved, alpha, box_grad[0].to(moved), allow_unused=True)
         return grad
+
+    @torch.no_grad()
+    def _edge_alpha(self, obj: str, params: RenderParams, j: int, box: Tensor) -> Tensor:
+        """(H, W) sample j's object alpha on the rays `subpixel_box` reads around `box`, zero elsewhere."""
+        size = self.config.size
+        ids = edge_pixels(box, size, size)
+        placement, _ = self._placement(obj, params, j)
+        out = render_scene([placement], size, self.config.fov_deg, ids.to(_device_of(self.fields[obj])))
+        alpha = out.object_alpha[0].new_zeros(size * size)
+        return alpha.index_put((ids.to(alpha.device),), out.object_alpha[0]).reshape(size, size)
 
 
 def _device_of(field: Field) -> torch.device:

@@ -72,3 +72,15 @@ def edge_shift(alpha: Tensor, box_xyxy: Tensor, threshold: float = 0.5, min_slop
     d = torch.stack([crossing(cols, x1, x1 - 1), crossing(rows, y1, y1 - 1),
                      crossing(cols, x2 - 1, x2), crossing(rows, y2 - 1, y2)])
     return d * alpha.new_tensor([1.0, 1.0, -1.0, -1.0])
+
+
+def edge_pixels(box_xyxy: Tensor, height: int, width: int) -> Tensor:
+    """Flat row-major indices of the pixels `edge_shift` reads for this box: the columns on either side of the
+    left and right edges across the box's rows, and the rows on either side of the top and bottom edges across
+    its columns. Rendering alpha at these rays alone gives `edge_shift` the same values as a whole image."""
+    x1, y1, x2, y2 = (int(v) for v in box_xyxy.round())
+    cols = torch.tensor([c for c in (x1 - 1, x1, x2 - 1, x2) if 0 <= c < width], dtype=torch.long)
+    rows = torch.tensor([r for r in (y1 - 1, y1, y2 - 1, y2) if 0 <= r < height], dtype=torch.long)
+    down = torch.arange(y1, y2)[:, None] * width + cols[None, :]  # (box rows, edge columns)
+    across = rows[:, None] * width + torch.arange(x1, x2)[None, :]  # (edge rows, box columns)
+    return torch.unique(torch.cat([down.reshape(-1), across.reshape(-1)]))

@@ -8,7 +8,7 @@ import torch
 
 from neuralsim.bilevel.field_source import FieldSource, SourceConfig
 from neuralsim.render import labels_from_alpha, subpixel_box
-from neuralsim.render.labels import edge_shift
+from neuralsim.render.labels import edge_pixels, edge_shift
 from neuralsim.sampling.psi import RenderParams
 
 H = W = 32
@@ -48,6 +48,19 @@ def test_edges_on_the_image_border_do_not_move():
     assert grad is None or float(grad) == 0.0
 
 
+def test_edge_pixels_are_all_that_edge_shift_reads():
+    cx = torch.tensor(14.6, dtype=torch.float64)
+    alpha = disc(cx, 18.2, torch.tensor(6.3, dtype=torch.float64))
+    box = _box(alpha)
+    ids = edge_pixels(box, H, W)
+    assert len(ids) < H * W / 4
+    only = torch.zeros(H * W, dtype=torch.float64).index_put((ids,), alpha.reshape(-1)[ids]).reshape(H, W)
+    torch.testing.assert_close(edge_shift(only, box), edge_shift(alpha, box), rtol=0, atol=0)
+    rest = alpha.clone()
+    rest.reshape(-1)[ids] = 0.0  # and without them the edges are lost
+    assert not torch.equal(edge_shift(rest, box), edge_shift(alpha, box))
+
+
 def test_field_source_pulls_box_cotangents_back_to_the_camera(make_field):
     field = make_field(torch.float64, radius=0.6)
     source = FieldSource({"a": field}, ["a"], [field.appearance.names[1]],
@@ -60,6 +73,10 @@ def test_field_source_pulls_box_cotangents_back_to_the_camera(make_field):
     box_grad = [torch.tensor([[0.3, -0.5, 1.0, 0.7]], dtype=torch.float64)] * 2
     zero_image = torch.zeros(2, 3, H, H, dtype=torch.float64)
     vjp = source.vjp("a", params, zero_image, box_grad)
+    boxes = [_box(source.render_one("a", params, j)[1])[None] for j in range(2)]
+    from_edges = source.vjp("a", params, zero_image, box_grad, boxes)  # alpha on the edge rays only
+    for whole, edge in zip(vjp.tensors(), from_edges.tensors()):
+        torch.testing.assert_close(edge, whole, rtol=1e-9, atol=1e-12)
 
     def edges(p: RenderParams, j: int) -> Tensor:
         """⟨edge positions, box_grad⟩ of image j at the hard box of the unmoved render."""
