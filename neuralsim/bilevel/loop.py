@@ -20,6 +20,7 @@ from torch import Tensor
 
 from neuralsim.bilevel.data import TrainingSet, draw_training_set
 from neuralsim.bilevel.detector_task import DetectorTask
+from neuralsim.bilevel.estimators import METHODS as ESTIMATORS
 from neuralsim.bilevel.estimators import HypergradientConfig, hypergradient
 from neuralsim.bilevel.field_source import FieldSource, SourceConfig, load_fields
 from neuralsim.bilevel.reinforce import Reinforce, ReinforceConfig
@@ -83,6 +84,16 @@ class OptimizeConfig:
     """Images per batch in second-order computations and evaluation."""
     seed: int = 0
     device: str = "auto"
+
+    def __post_init__(self):
+        # The estimator follows `method`: hypergradient.method left at its default takes it, another one is an error
+        # (a config saying method "influence" must not run the nso estimator under that name).
+        stated = self.hypergradient.method
+        if self.method in ESTIMATORS and stated != self.method:
+            if stated != HypergradientConfig.method:
+                raise UserError(f"method is {self.method!r} but hypergradient.method is {stated!r}; they must agree "
+                                "(hypergradient.method may be left out).")
+            self.hypergradient = dataclasses.replace(self.hypergradient, method=self.method)
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -239,7 +250,7 @@ class BilevelRun:
         cfg, clock = self.cfg, PhaseClock(self.device)
         generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "step", t))
         start = time.perf_counter()
-        cg_residual, cg_negative, grads = None, None, None
+        cg_residual, cg_negative, grads, rewards = None, None, None, None
         psi_used = self.psi.probabilities()  # ψ_t, which drew this step's data
         if cfg.method == "lts":
             self._lts_base, self._lts_models, self._step = self.model, [], t
@@ -274,7 +285,7 @@ class BilevelRun:
         record = {
             "method": cfg.method, "val_loss": val_loss, "test_ap": test.ap, "test_ap50": test.ap50,
             "per_class": test.per_class, "psi": psi_used, "psi_after": self.psi.probabilities(), "cg_residual": cg_residual,
-            "cg_negative_curvature": cg_negative,
+            "cg_negative_curvature": cg_negative, "lts_rewards": rewards,
             "hypergradient_norm": None if grads is None else float(torch.sqrt(sum((g * g).sum() for g in grads.values()))),
             "seconds": timing, "peak_memory_mb": max(clock.peak_mb.values()), "peak_memory_mb_by_phase": clock.peak_mb,
             "detector_trainings": cfg.lts.datasets if cfg.method == "lts" else 1,

@@ -13,6 +13,7 @@ from neuralsim.bilevel.estimators import HypergradientConfig
 from neuralsim.bilevel.field_source import SourceConfig
 from neuralsim.bilevel.inverse_hvp import InverseHVPConfig
 from neuralsim.bilevel.loop import BilevelRun, OptimizeConfig
+from neuralsim.bilevel.reinforce import ReinforceConfig
 from neuralsim.data.coco import CocoBuilder
 from neuralsim.errors import UserError
 from neuralsim.fields.grid import GridFieldConfig
@@ -99,6 +100,26 @@ def test_resume_reaches_the_same_psi(assets, tmp_path):
     resumed = BilevelRun(config(assets, steps=2), tmp_path / "cut", resume=True).run_all()
     assert psi_of(resumed) == psi_of(full)
     assert [json.loads(l)["step"] for l in (resumed / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+
+
+def test_the_estimator_follows_the_method(assets, tmp_path):
+    cfg = config(assets, method="influence", steps=1)  # hypergradient.method left at its default
+    assert cfg.hypergradient.method == "influence"
+    path = BilevelRun(cfg, tmp_path / "influence").run_all()
+    record = json.loads((path / "metrics.jsonl").read_text())
+    assert {"probe_render", "grad_dot"} <= set(record["seconds"]) and "render_vjp" not in record["seconds"]
+    with pytest.raises(UserError, match="hypergradient.method is 'autosim'"):
+        dataclasses.replace(cfg, method="nso", hypergradient=dataclasses.replace(cfg.hypergradient, method="autosim"))
+
+
+def test_lts_trains_k_detectors_per_step_and_logs_their_rewards(assets, tmp_path):
+    cfg = dataclasses.replace(config(assets, method="lts", steps=1), lts=ReinforceConfig(datasets=2))
+    path = BilevelRun(cfg, tmp_path / "lts").run_all()
+    record = json.loads((path / "metrics.jsonl").read_text())
+    assert len(record["lts_rewards"]) == 2 and all(np.isfinite(record["lts_rewards"]))
+    assert record["detector_trainings"] == 2 and record["images_rendered"] == 2 * 2 * 3
+    assert record["hypergradient_norm"] > 0 and set(record["seconds"]) == {"lts", "evaluate", "total"}
+    assert np.abs(np.array(psi_of(path)["a"]["azimuth"]) - 0.25).max() > 1e-4  # ψ moved
 
 
 def test_bad_configs(assets, tmp_path):
