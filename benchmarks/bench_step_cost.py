@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--objects", default="paper", help="'paper' (the six) or 'demo' (the demo's four)")
     ap.add_argument("--images-per-object", type=int, default=50)
     ap.add_argument("--patch-rays", type=int, default=1024)
-    ap.add_argument("--replay-batch", type=int, default=1, help="images per e_j batch in pass 2")
+    ap.add_argument("--replay-batch", type=int, default=HypergradientConfig.replay_batch, help="images per e_j batch in pass 2")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--child", nargs=2, metavar=("CONFIG", "RUN_DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
