@@ -17,9 +17,10 @@ class FieldFns(NamedTuple):
     """What the volume renderer needs from a field (nerfacc style: plain callables, no field type)."""
 
     sigma_fn: Callable[[Tensor], Tensor]  # points (N, 3) → density σ (N,), 1/object units
-    rgb_sigma_fn: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]  # points, dirs (N, 3), ray ids (N,) → σ, rgb (N, 3)
+    rgb_fn: Callable[[Tensor, Tensor, Tensor], Tensor]  # points, dirs (N, 3), ray ids (N,) → straight rgb (N, 3)
     occupied_fn: Callable[[Tensor], Tensor]  # points (N, 3) → bool (N,): False where the field is known empty
     step: float  # sample spacing along rays, object units
+    bounds: Tensor | None = None  # (2, 3) xyz corners of the box outside which the field is known empty (None: all)
 
 
 class AppearanceTable(nn.Module):
@@ -89,6 +90,11 @@ class Field(nn.Module, ABC):
     def step_size(self) -> float:
         """Sample spacing along rays (object units) that resolves the field."""
 
+    def bounds(self) -> Tensor | None:
+        """(2, 3) xyz corners of a box outside which the field is known empty (rays are sampled only inside it);
+        None: the whole object box."""
+        return None
+
     @property
     def anchor_count(self) -> int:
         return self.appearance.num_appearances
@@ -96,8 +102,8 @@ class Field(nn.Module, ABC):
     def fns(self, appearance: Tensor) -> FieldFns:
         """Bind an appearance: one embedding (E,) for every ray, or one per ray (R, E)."""
 
-        def rgb_sigma_fn(points: Tensor, dirs: Tensor, ray_ids: Tensor) -> tuple[Tensor, Tensor]:
+        def rgb_fn(points: Tensor, dirs: Tensor, ray_ids: Tensor) -> Tensor:
             per_point = appearance[ray_ids] if appearance.dim() == 2 else appearance.expand(len(points), -1)
-            return self.density(points), self.radiance(points, dirs, per_point)
+            return self.radiance(points, dirs, per_point)
 
-        return FieldFns(self.density, rgb_sigma_fn, self.occupied, self.step_size)
+        return FieldFns(self.density, rgb_fn, self.occupied, self.step_size, self.bounds())

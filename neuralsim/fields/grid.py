@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neuralsim.fields.base import AppearanceTable, Field
-from neuralsim.fields.occupancy import cell_centres, dilate, lookup
+from neuralsim.fields.occupancy import cell_centres, dilate, lookup, occupied_bounds
 
 DIRECTION_FREQUENCIES = 2  # sin/cos of the view direction at 1× and 2×
 
@@ -116,12 +116,19 @@ class GridField(Field):
         """Cells to sample: the occupied ones grown by one cell, the margin over which `density` fades out."""
         return lookup(self._occupancy_views()[0], points)
 
-    def _occupancy_views(self) -> tuple[Tensor, Tensor]:
-        """The occupancy grid grown by one cell (bool (r, r, r)) and as a volume (1, 1, r, r, r) in the density's
-        dtype: made once per state of the grid, not at every render (a refresh, a load or a move makes them anew)."""
+    def bounds(self) -> Tensor:
+        """(2, 3) the box around the cells `occupied` marks; rays are sampled only inside it."""
+        return self._occupancy_views()[2]
+
+    def _occupancy_views(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The occupancy grid grown by one cell (bool (r, r, r)), as a volume (1, 1, r, r, r) in the density's dtype,
+        and the box around the grown grid (2, 3): made once per state of the grid, not at every render (a refresh,
+        a load or a move makes them anew)."""
         key = (self.occupancy.data_ptr(), self.occupancy._version, self.density_grid.dtype)
         if getattr(self, "_occupancy_key", None) != key:
-            self._occupancy_cache = (dilate(self.occupancy), self.occupancy.to(self.density_grid.dtype)[None, None])
+            grown = dilate(self.occupancy)
+            self._occupancy_cache = (grown, self.occupancy.to(self.density_grid.dtype)[None, None],
+                                     occupied_bounds(grown).to(self.density_grid.dtype))
             self._occupancy_key = key
         return self._occupancy_cache
 

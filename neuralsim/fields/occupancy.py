@@ -37,6 +37,17 @@ def dilate(grid: Tensor, cells: int = 1) -> Tensor:
     return F.max_pool3d(grid[None, None].float(), k, stride=1, padding=cells)[0, 0] > 0
 
 
+def occupied_bounds(grid: Tensor) -> Tensor:
+    """(2, 3) xyz corners (min, max) of the occupied cells of a bool grid (n, n, n); an empty grid gives an empty box
+    (min > max), which no ray enters."""
+    n = grid.shape[0]
+    cells = grid.nonzero()  # (C, 3) as z, y, x
+    if len(cells) == 0:
+        return torch.tensor([[1.0] * 3, [-1.0] * 3], device=grid.device)
+    xyz = cells.flip(-1).float()
+    return torch.stack([xyz.amin(dim=0), xyz.amax(dim=0) + 1.0]) * (2.0 / n) - 1.0
+
+
 def visual_hull(resolution: int, c2ws: Tensor, intrinsics: Intrinsics, alphas: Tensor, threshold: float = 0.05) -> Tensor:
     """Bool (n, n, n): cells whose centre no view sees on the background.
 

@@ -36,6 +36,13 @@ class RayOutput:
     alpha: Tensor  # (R,) accumulated opacity, [0, 1]
     depth: Tensor  # (R,) expected distance along the ray where it ends, object units (0 where alpha is 0)
     object_alpha: Tensor  # (O, R) accumulated opacity of each field, occlusion by the others included
+    weights: Tensor  # (R, K) compositing weight of each kept sample, depth-sorted (0: padding)
+    t: Tensor  # (R, K) distance of each kept sample along its ray
+    delta: Tensor  # (R, K) its spacing
+
+    def distortion(self) -> Tensor:
+        """(R,) mip-NeRF 360's distortion of each ray's weights (small when they gather at one depth)."""
+        return distortion(self.weights, self.t, self.delta)
 
 
 @dataclass
@@ -47,21 +54,24 @@ class ObjectRays:
     dirs: Tensor  # (R, 3) unit
 
 
-def ray_box(origins: Tensor, dirs: Tensor, bound: float) -> tuple[Tensor, Tensor]:
-    """Entry and exit distances (R,), (R,) of rays through the box [-bound, bound]³ (entry ≥ 0; exit < entry: miss)."""
+def ray_box(origins: Tensor, dirs: Tensor, bound: float | Tensor) -> tuple[Tensor, Tensor]:
+    """Entry and exit distances (R,), (R,) of rays through the box [-bound, bound]³, or between the corners
+    bound (2, 3) (entry ≥ 0; exit < entry: miss)."""
+    low, high = (-bound, bound) if isinstance(bound, (int, float)) else (bound[0], bound[1])
     safe = torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12), dirs)
-    t0, t1 = (-bound - origins) / safe, (bound - origins) / safe
+    t0, t1 = (low - origins) / safe, (high - origins) / safe
     t_near = torch.minimum(t0, t1).amax(dim=-1).clamp(min=0.0)
     t_far = torch.maximum(t0, t1).amin(dim=-1)
     return t_near, t_far
 
 
-def lattice_samples(origins: Tensor, dirs: Tensor, step: float, bound: float,
+def lattice_samples(origins: Tensor, dirs: Tensor, step: float, bound: float | Tensor,
                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Sample distances t (R, S) at (k + ½)·step inside the box, and their validity (R, S).
+    """Sample distances t (R, S) at (k + ½)·step inside the box (as in `ray_box`), and their validity (R, S).
 
     The lattice does not move with the ray, so a small pose change moves the samples with the ray and
-    never re-spaces them. A generator adds one uniform shift in [-½, ½)·step per ray (training only).
+    never re-spaces them; a smaller box drops samples, never moves them. A generator adds one uniform shift
+    in [-½, ½)·step per ray (training only).
     """
     with torch.no_grad():
         t_near, t_far = ray_box(origins, dirs, bound)
@@ -88,17 +98,19 @@ def render_rays(objects: Sequence[ObjectRays], config: RenderConfig | None = Non
     with torch.no_grad():
         rows, cols = table.candidate.nonzero(as_tuple=True)
         sigma = torch.zeros(table.t.shape, dtype=table.t.dtype, device=table.t.device)
-        sigma[rows, cols] = _evaluate(objects, table, rows, cols, colour=None)[0]
+        sigma[rows, cols] = _density(objects, table, rows, cols)
         optical = sigma * table.delta
         alpha = 1.0 - torch.exp(-optical)
         transmittance = torch.exp(-(torch.cumsum(optical, dim=1) - optical))
         keep = table.candidate & (alpha > config.min_alpha) & (transmittance > config.min_transmittance)
         coloured = keep & (alpha * transmittance > config.min_weight)
-    # 3. Gradient pass on the kept samples, packed per ray in depth order: (R, K), K = most kept on a ray.
+    # 3. Gradient pass on the kept samples, packed per ray in depth order: (R, K), K = most kept on a ray. Without
+    # gradients the density pass's σ is reused and only the colour is evaluated.
     rows, cols = keep.nonzero(as_tuple=True)
     slot = torch.cumsum(keep, dim=1)[rows, cols] - 1
     width = int(slot.max().item()) + 1 if len(slot) else 0
-    sigma_kept, rgb_kept = _evaluate(objects, table, rows, cols, colour=coloured[rows, cols])
+    sigma_kept = _density(objects, table, rows, cols) if torch.is_grad_enabled() else sigma[rows, cols]
+    rgb_kept = _colour(objects, table, rows, cols, coloured[rows, cols])
 
     def packed(values: Tensor) -> Tensor:
         empty = torch.zeros(len(keep), width, *values.shape[1:], dtype=values.dtype, device=values.device)
@@ -122,7 +134,10 @@ def _sample_table(objects: Sequence[ObjectRays], bound: float, generator: torch.
     ts, steps, owners, candidates, own_cols = [], [], [], [], []
     with torch.no_grad():
         for o, obj in enumerate(objects):
-            t, valid = lattice_samples(obj.origins.detach(), obj.dirs.detach(), obj.fns.step, bound, generator)
+            box = bound
+            if obj.fns.bounds is not None:  # the field's own box within the object box
+                box = torch.stack([obj.fns.bounds[0].clamp(min=-bound), obj.fns.bounds[1].clamp(max=bound)])
+            t, valid = lattice_samples(obj.origins.detach(), obj.dirs.detach(), obj.fns.step, box, generator)
             rows, cols = valid.nonzero(as_tuple=True)
             points = obj.origins.detach()[rows] + t[rows, cols, None] * obj.dirs.detach()[rows]
             empty = ~obj.fns.occupied_fn(points)
@@ -140,28 +155,36 @@ def _sample_table(objects: Sequence[ObjectRays], bound: float, generator: torch.
     return _SampleTable(t, delta, owner, candidate, ts, source_col)
 
 
-def _evaluate(objects: Sequence[ObjectRays], table: _SampleTable, rows: Tensor, cols: Tensor,
-              colour: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """σ (n,) at the table samples (rows, cols), and rgb (n, 3) where `colour` (n,) is set (zero elsewhere);
-    with `colour` None only the density is evaluated."""
-    dtype = objects[0].origins.dtype
-    sigma = torch.zeros(len(rows), dtype=dtype, device=rows.device)
-    rgb = torch.zeros(len(rows), 3, dtype=dtype, device=rows.device) if colour is not None else None
+def _points(obj: ObjectRays, table: _SampleTable, o: int, rows: Tensor, own_cols: Tensor) -> Tensor:
+    """(n, 3) positions of the table samples (rows, own_cols) of field o; they carry the pose gradient."""
+    return obj.origins[rows] + table.source[o][rows, own_cols, None] * obj.dirs[rows]
+
+
+def _by_field(objects: Sequence[ObjectRays], table: _SampleTable, rows: Tensor, cols: Tensor):
+    """For each field o: (o, the positions in `rows` of its samples, their rows, their columns in its own lattice)."""
     owner = table.owner[rows, cols]
     own_cols = cols if table.source_col is None else table.source_col[rows, cols]
-    for o, obj in enumerate(objects):
+    for o in range(len(objects)):
         sel = (owner == o).nonzero(as_tuple=True)[0]
-        r, c = rows[sel], own_cols[sel]
-        points = obj.origins[r] + table.source[o][r, c, None] * obj.dirs[r]  # (n_o, 3), carries the pose gradient
-        if colour is None:
-            sigma = sigma.index_put((sel,), obj.fns.sigma_fn(points).to(dtype))
-            continue
-        lit = colour[sel]
-        sigma = sigma.index_put((sel[~lit],), obj.fns.sigma_fn(points[~lit]).to(dtype))
-        s, c_rgb = obj.fns.rgb_sigma_fn(points[lit], obj.dirs[r[lit]], r[lit])
-        sigma = sigma.index_put((sel[lit],), s.to(dtype))
-        rgb = rgb.index_put((sel[lit],), c_rgb.to(dtype))
-    return sigma, rgb
+        yield o, sel, rows[sel], own_cols[sel]
+
+
+def _density(objects: Sequence[ObjectRays], table: _SampleTable, rows: Tensor, cols: Tensor) -> Tensor:
+    """σ (n,) at the table samples (rows, cols)."""
+    sigma = torch.zeros(len(rows), dtype=objects[0].origins.dtype, device=rows.device)
+    for o, sel, r, c in _by_field(objects, table, rows, cols):
+        sigma = sigma.index_put((sel,), objects[o].fns.sigma_fn(_points(objects[o], table, o, r, c)).to(sigma.dtype))
+    return sigma
+
+
+def _colour(objects: Sequence[ObjectRays], table: _SampleTable, rows: Tensor, cols: Tensor, lit: Tensor) -> Tensor:
+    """Straight rgb (n, 3) at the table samples (rows, cols) where `lit` (n,) is set, zero elsewhere."""
+    rgb = torch.zeros(len(rows), 3, dtype=objects[0].origins.dtype, device=rows.device)
+    for o, sel, r, c in _by_field(objects, table, rows[lit], cols[lit]):
+        obj = objects[o]
+        rgb = rgb.index_put((lit.nonzero(as_tuple=True)[0][sel],),
+                            obj.fns.rgb_fn(_points(obj, table, o, r, c), obj.dirs[r], r).to(rgb.dtype))
+    return rgb
 
 
 def composite_samples(sigma: Tensor, rgb: Tensor, t: Tensor, delta: Tensor, owner: Tensor, num_objects: int) -> RayOutput:
@@ -173,4 +196,14 @@ def composite_samples(sigma: Tensor, rgb: Tensor, t: Tensor, delta: Tensor, owne
     accumulated = weights.sum(dim=1)
     depth = (weights * t).sum(dim=1) / accumulated.clamp(min=1e-10)
     object_alpha = torch.stack([(weights * (owner == o)).sum(dim=1) for o in range(num_objects)])  # (O, R)
-    return RayOutput(rgb=(weights[..., None] * rgb).sum(dim=1), alpha=accumulated, depth=depth, object_alpha=object_alpha)
+    return RayOutput(rgb=(weights[..., None] * rgb).sum(dim=1), alpha=accumulated, depth=depth, object_alpha=object_alpha,
+                     weights=weights, t=t, delta=delta)
+
+
+def distortion(weights: Tensor, t: Tensor, delta: Tensor) -> Tensor:
+    """(R,) Σ_ij w_i w_j |t_i − t_j| + ⅓ Σ_i w_i² δ_i for samples (R, S) sorted by t (mip-NeRF 360, eq. 15), in
+    O(S): the pair term is 2 Σ_i w_i (t_i Σ_{j<i} w_j − Σ_{j<i} w_j t_j). Padding with w = 0 adds nothing."""
+    weight_before = torch.cumsum(weights, dim=1) - weights
+    moment_before = torch.cumsum(weights * t, dim=1) - weights * t
+    pairs = 2.0 * (weights * (t * weight_before - moment_before)).sum(dim=1)
+    return pairs + (weights.square() * delta).sum(dim=1) / 3.0

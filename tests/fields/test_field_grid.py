@@ -115,3 +115,23 @@ def test_exact_render_config_matches_default_on_a_trained_like_field():
     exact = render(field, 0.0, 0.0, 3.0, 1, 12, 40.0, config=RenderConfig(min_transmittance=0.0, min_alpha=0.0, min_weight=0.0))
     fast = render(field, 0.0, 0.0, 3.0, 1, 12, 40.0)
     assert (exact.rgb - fast.rgb).abs().max() < 2e-3
+
+
+def test_bounds_box_the_occupied_cells_and_drop_no_pixel(monkeypatch):
+    field = _ball_field()
+    torch.testing.assert_close(field.bounds(), torch.tensor([[-1.0] * 3, [1.0] * 3]))  # everything occupied
+    field.update_occupancy(min_alpha=1e-4)
+    low, high = field.bounds()
+    centres = cell_centres(SMALL.occupancy_resolution).reshape(-1, 3)
+    inside = field.occupied(centres)
+    assert (centres[inside] > low).all() and (centres[inside] < high).all()
+    assert (high - low < 1.9).all()  # tighter than the object box (2)
+    boxed = render(field, 20.0, 30.0, 3.5, 0, 16, 40.0)
+    monkeypatch.setattr(field, "bounds", lambda: None)
+    unboxed = render(field, 20.0, 30.0, 3.5, 0, 16, 40.0)
+    assert boxed.alpha.max() > 0.9
+    assert torch.equal(boxed.rgb, unboxed.rgb) and torch.equal(boxed.alpha, unboxed.alpha)
+    monkeypatch.undo()
+    with torch.no_grad():
+        field.occupancy.zero_()
+    assert render(field, 20.0, 30.0, 3.5, 0, 16, 40.0).alpha.max() == 0.0  # an empty box: no ray enters
