@@ -5,6 +5,7 @@ a vanilla NeRF, and peak memory of the patch-wise backward. Results print as Mar
     python benchmarks/bench_fields.py throughput --field runs/bench_fields/fields/025_mug_64
     python benchmarks/bench_fields.py memory --field runs/bench_fields/fields/025_mug_64
     python benchmarks/bench_fields.py lighting --field runs/bench_fields/fields/025_mug_64 --out docs/figures/x.png
+    python benchmarks/bench_fields.py sharpness --capture CAPTURE_DIR --steps 250 --rays-per-step 2048
 """
 
 from __future__ import annotations
@@ -22,12 +23,18 @@ import torch
 import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vanilla_nerf import VanillaNeRF, render_vanilla  # noqa: E402
+from vanilla_nerf import VanillaNeRF, render_vanilla
 
-from neuralsim.fields import load_field  # noqa: E402
-from neuralsim.fit import FitConfig, fit  # noqa: E402
-from neuralsim.render import Placement, backward_scene_patchwise, render  # noqa: E402
-from neuralsim.runtime import resolve_device  # noqa: E402
+from neuralsim.fields import load_field
+from neuralsim.fit import FitConfig, fit
+from neuralsim.render import (
+    Placement,
+    backward_scene_patchwise,
+    render,
+    volume,
+)
+from neuralsim.render.patchwise import patchwise_vjp
+from neuralsim.runtime import resolve_device
 
 PAPER_OBJECTS = ["002_master_chef_can", "003_cracker_box", "009_gelatin_box", "019_pitcher_base", "025_mug",
                  "035_power_drill"]
@@ -217,6 +224,67 @@ def lighting(
     atomic_save_png(out, np.concatenate(tiles, axis=1))
     names = grid_field.appearance.names
     print(f"{out}: {names[first]} → {names[second]} in {frames} steps")
+
+
+
+def _kept_samples_and_times(field, size: int, poses: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """Mean kept samples per image, seconds per image of a no-grad render and of a patch-wise VJP (1024 rays)."""
+    kept = []
+    composite = volume.composite_samples
+
+    def counting(sigma, *rest):
+        kept.append(int((sigma > 0).sum()))
+        return composite(sigma, *rest)
+
+    volume.composite_samples = counting
+    try:
+        with torch.no_grad():
+            forward = _timed(lambda: [render(field, a, e, r, 0, size, 40.0) for a, e, r in poses], 1) / len(poses)
+    finally:
+        volume.composite_samples = composite
+    upstream = torch.randn(size * size, 3, generator=torch.Generator().manual_seed(0))
+
+    def vjps():
+        for a, e, r in poses:
+            patchwise_vjp(lambda ids, az, el, rad: render(field, az, el, rad, 0, size, 40.0, ids).rgb,
+                          [torch.tensor(a), torch.tensor(e), torch.tensor(r)], upstream, 1024)
+
+    return sum(kept[-len(poses):]) / len(poses), forward, _timed(vjps, 1) / len(poses)
+
+
+@app.command("sharpness")
+def sharpness(
+    capture: Annotated[Path, typer.Option(help="A capture folder (e.g. a cached one under ~/.cache/neuralsim/captures).")],
+    settings: Annotated[str, typer.Option(help="Semicolon-separated lr_density,distortion_weight pairs.")] =
+        "0.1,0;0.3,0;0.3,0.1;0.3,0.3",
+    steps: Annotated[int, typer.Option(help="Fit steps.")] = 250,
+    rays_per_step: Annotated[int, typer.Option(help="Rays per fit step.")] = 2048,
+    size: Annotated[int, typer.Option(help="Render size of the timing (pixels).")] = 64,
+    out: Annotated[Path, typer.Option(help="Folder for the fields and results.json.")] = Path("runs/bench_sharpness"),
+) -> None:
+    """Density learning rate and distortion loss: held-out PSNR, kept samples per image, render and VJP seconds."""
+    poses = [(float(a), 20.0, float(r)) for a, r in zip(torch.linspace(0, 330, 12), torch.linspace(3.6, 5.4, 12))]
+    rows = []
+    for setting in settings.split(";"):
+        lr_density, weight = (float(x) for x in setting.split(","))
+        field_dir = out / f"{capture.name}-lr{lr_density}-d{weight}"
+        config = FitConfig(steps=steps, rays_per_step=rays_per_step, eval_every=0, lr_density=lr_density,
+                           distortion_weight=weight)
+        evaluation = fit(capture, field_dir, config, device=torch.device("cpu"), overwrite=True, show_progress=False)
+        field = load_field(field_dir, "cpu")
+        kept, forward, vjp = _kept_samples_and_times(field, size, poses)
+        rows.append({"lr_density": lr_density, "distortion_weight": weight, "psnr": evaluation["mean"]["psnr"],
+                     "ssim": evaluation["mean"]["ssim"],
+                     "train_seconds": json.loads((field_dir / "eval.json").read_text())["train_seconds"],
+                     "kept_samples_per_image": kept, "render_seconds": forward, "vjp_seconds": vjp})
+        print(json.dumps(rows[-1]), flush=True)
+    (out / "results.json").write_text(json.dumps({"machine": _machine(), "capture": str(capture), "rows": rows}, indent=2))
+    print(f"\n{capture.name}, {steps} steps × {rays_per_step} rays, renders at {size} px:\n")
+    print("| lr_density | distortion | held-out PSNR dB | SSIM | fit s | kept samples / image | render s / image | VJP s / image |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['lr_density']} | {r['distortion_weight']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['train_seconds']:.0f} "
+              f"| {r['kept_samples_per_image']:.0f} | {r['render_seconds']:.3f} | {r['vjp_seconds']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,14 @@ def _shaped(out, intrinsics: Intrinsics, rays: Tensor | None) -> RenderOutput:
                         object_alpha=out.object_alpha.reshape(-1, *shape))
 
 
+def _joined(parts: list[RenderOutput], shape: tuple[int, ...]) -> RenderOutput:
+    """Outputs of consecutive ray chunks as one output of `shape`."""
+    return RenderOutput(rgb=torch.cat([p.rgb for p in parts]).reshape(*shape, 3),
+                        alpha=torch.cat([p.alpha for p in parts]).reshape(shape),
+                        depth=torch.cat([p.depth for p in parts]).reshape(shape),
+                        object_alpha=torch.cat([p.object_alpha for p in parts], dim=1).reshape(-1, *shape))
+
+
 def render_view(field: Field, c2w: Tensor, intrinsics: Intrinsics, appearance: Tensor | int, rays: Tensor | None = None,
                 *, config: RenderConfig | None = None, generator: torch.Generator | None = None) -> RenderOutput:
     """Render one field through a camera given by its camera-to-object matrix (4, 4) (OpenGL)."""
@@ -102,6 +110,13 @@ def render_scene(placements: Sequence[Placement], size: int | tuple[int, int], f
     if not placements:
         raise ValueError("render_scene needs at least one placement")
     intrinsics = intrinsics_for(size, fov_deg)
+    chunk = (config or RenderConfig()).chunk_rays
+    pixels = intrinsics.width * intrinsics.height if rays is None else len(rays)
+    if not torch.is_grad_enabled() and generator is None and pixels > chunk:
+        # Rays are independent: render them a chunk at a time (a generator's draws would depend on the chunking).
+        ids = torch.arange(pixels) if rays is None else rays
+        parts = [render_scene(placements, size, fov_deg, ids[i:i + chunk], config=config) for i in range(0, pixels, chunk)]
+        return _joined(parts, (intrinsics.height, intrinsics.width) if rays is None else (pixels,))
     objects = [object_rays(p.field, placement_c2w(p), intrinsics, p.appearance, rays) for p in placements]
     return _shaped(render_rays(objects, config, generator), intrinsics, rays)
 

@@ -28,6 +28,8 @@ class RenderConfig:
     min_weight: float = 1e-4
     """Samples whose compositing weight is below this get no colour (set the three thresholds to 0 for
     an exact quadrature, e.g. in finite-difference checks)."""
+    chunk_rays: int = 16384
+    """Rays rendered at once when no gradient is taken (whole images): bounds the memory at any image size."""
 
 
 @dataclass

@@ -63,6 +63,18 @@ def test_pixel_subset_matches_full_image(field32):
     torch.testing.assert_close(part.depth, full.depth.reshape(-1)[rays])
 
 
+def test_whole_images_render_a_chunk_of_rays_at_a_time(field32):
+    whole = render(field32, 50.0, 5.0, 3.2, 0, 12, 40.0)
+    with torch.no_grad():
+        chunked = render(field32, 50.0, 5.0, 3.2, 0, 12, 40.0, config=RenderConfig(chunk_rays=50))  # 144 rays: 3 chunks
+        subset = render(field32, 50.0, 5.0, 3.2, 0, 12, 40.0, rays=torch.arange(70, 144), config=RenderConfig(chunk_rays=30))
+    assert chunked.rgb.shape == (12, 12, 3) and chunked.object_alpha.shape == (1, 12, 12)
+    for name in ("rgb", "alpha", "depth", "object_alpha"):
+        torch.testing.assert_close(getattr(chunked, name), getattr(whole, name).detach())
+    torch.testing.assert_close(subset.rgb, whole.rgb.detach().reshape(-1, 3)[70:])
+    assert whole.alpha.max() > 0.5
+
+
 def test_culling_changes_pixels_only_negligibly(field32):
     exact = render(field32, 50.0, 5.0, 3.2, 0, 16, 40.0, config=EXACT)
     fast = render(field32, 50.0, 5.0, 3.2, 0, 16, 40.0)
