@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--images-per-object", type=int, default=50)
     ap.add_argument("--patch-rays", type=int, default=1024)
     ap.add_argument("--replay-batch", type=int, default=HypergradientConfig.replay_batch, help="images per e_j batch in pass 2")
+    ap.add_argument("--fpn-channels", type=int, default=None, help="the detector's pyramid and head channels (default: the recipes')")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--child", nargs=2, metavar=("CONFIG", "RUN_DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -104,6 +105,8 @@ def main() -> None:
     demo = {k: v for k, v in DEMO.items() if k in ("size", "capture_views", "fit_steps", "fit_rays", "val_per_object",
                                                     "test_per_object", "target_spp")}  # assets of the demo's size
     bench = BenchConfig(gap="pose", **demo, images_per_object=args.images_per_object)
+    if args.fpn_channels:
+        bench.detector = dataclasses.replace(bench.detector, fpn_channels=args.fpn_channels)
     if args.objects == "paper":
         bench.objects = list(BenchConfig().objects)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -122,6 +125,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     result = {"objects": bench.objects, "method": "nso", "patch_rays": args.patch_rays, "replay_batch": args.replay_batch,
+              "fpn_channels": bench.detector.fpn_channels,
               "bench": to_plain(bench),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "torch_threads": os.environ.get("OMP_NUM_THREADS"),
               "rows": rows}

@@ -21,6 +21,9 @@ DEMO = dict(objects=["002_master_chef_can", "019_pitcher_base", "025_mug", "035_
             pretrain_per_object=80, pretrain_epochs=30, methods=["ns", "influence"], inits=["different"],
             seeds=[0], steps=12, images_per_object=20, hvp_images=20, cg_iterations=5, damping=1.0, psi_lr=1.0)
 """The demo's reduced gap experiment: ≤ 15 minutes on a 2-core CPU from a fresh machine."""
+DEMO_DETECTOR = dict(fpn_channels=128)
+"""The demo's detector is the recipes' with a 128-channel pyramid and heads instead of 256: at 64 px the heads are
+most of its cost, and training it takes half the time (docs/RESULTS.md, `make demo` from a fresh clone)."""
 
 DEMO_STORY = {
     "zoom": "the pitcher and the drill are tested from the farthest radius bin (6.5–7.5, small in the image) "
@@ -128,7 +131,7 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--gap must be one of {', '.join(DEMO_STORY)}, not {gap!r}.")
         start = time.perf_counter()
         bench = BenchConfig(gap=gap, cache=str(cache) if cache else None, **DEMO)
-        bench.detector = dataclasses.replace(bench.detector, image_size=bench.size)
+        bench.detector = dataclasses.replace(bench.detector, image_size=bench.size, **DEMO_DETECTOR)
         report = run_bench(bench, out, log=typer.echo)
         typer.echo(f"\nreport: {report.resolve()}")
         typer.echo(f"{gap.capitalize()} gap, {len(bench.objects)} objects: {DEMO_STORY[gap]}; {bench.steps} outer "
