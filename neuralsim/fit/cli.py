@@ -18,15 +18,23 @@ def register(app: typer.Typer) -> None:
         rays_per_step: Annotated[int, typer.Option(help="Rays in each random batch.")] = 4096,
         eval_every: Annotated[int, typer.Option(help="Steps between held-out evaluations (0: only at the end).")] = 500,
         seed: Annotated[int, typer.Option(help="Random seed (initialisation, ray batches, jitter).")] = 0,
+        distortion_weight: Annotated[Optional[float], typer.Option(
+            help="Weight of the distortion loss (default 0.1; 0: off): surfaces gather at one depth, so renders need "
+                 "fewer samples.")] = None,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
         resume: Annotated[bool, typer.Option(help="Continue an interrupted fit in --out from its last checkpoint.")] = False,
         overwrite: Annotated[bool, typer.Option(help="Replace an output folder that holds files.")] = False,
     ) -> None:
         """Fit a radiance field (grid field with NeRF-W appearance) to a capture."""
+        from neuralsim.errors import UserError
         from neuralsim.fit.trainer import FitConfig, fit
         from neuralsim.runtime import resolve_device
 
         config = FitConfig(rays_per_step=rays_per_step, eval_every=eval_every, seed=seed)
+        if distortion_weight is not None:
+            if not distortion_weight >= 0:  # also catches NaN
+                raise UserError(f"--distortion-weight must be 0 or more, not {distortion_weight}.")
+            config.distortion_weight = distortion_weight
         if steps is not None:
             config.steps = steps
         evaluation = fit(capture_dir, out, config, device=resolve_device(device), resume=resume, overwrite=overwrite,

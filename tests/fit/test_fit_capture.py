@@ -124,6 +124,16 @@ def test_cli_bad_capture_is_one_line_and_exit_code_2(sphere_capture, tmp_path, c
     assert not (tmp_path / "field" / "field.json").exists()
 
 
+@pytest.mark.parametrize("weight", ["-0.1", "nan"])
+def test_cli_bad_distortion_weight_is_one_line_and_exit_code_2(sphere_capture, tmp_path, capsys, weight):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", str(sphere_capture), "--out", str(tmp_path / "field"), "--distortion-weight", weight, "--device", "cpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--distortion-weight" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "field").exists()
+
+
 def test_cli_resume_from_checkpoint_of_another_version_exits_2(sphere_capture, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
