@@ -182,10 +182,10 @@ def _density(objects: Sequence[ObjectRays], table: _SampleTable, rows: Tensor, c
 def _colour(objects: Sequence[ObjectRays], table: _SampleTable, rows: Tensor, cols: Tensor, lit: Tensor) -> Tensor:
     """Straight rgb (n, 3) at the table samples (rows, cols) where `lit` (n,) is set, zero elsewhere."""
     rgb = torch.zeros(len(rows), 3, dtype=objects[0].origins.dtype, device=rows.device)
-    for o, sel, r, c in _by_field(objects, table, rows[lit], cols[lit]):
+    lit_ids = lit.nonzero(as_tuple=True)[0]
+    for o, sel, r, c in _by_field(objects, table, rows[lit_ids], cols[lit_ids]):
         obj = objects[o]
-        rgb = rgb.index_put((lit.nonzero(as_tuple=True)[0][sel],),
-                            obj.fns.rgb_fn(_points(obj, table, o, r, c), obj.dirs[r], r).to(rgb.dtype))
+        rgb = rgb.index_put((lit_ids[sel],), obj.fns.rgb_fn(_points(obj, table, o, r, c), obj.dirs[r], r).to(rgb.dtype))
     return rgb
 
 
