@@ -1,7 +1,7 @@
 VENV ?= .venv
 STAMP := $(VENV)/.neuralsim-installed
 
-.PHONY: setup test demo clean
+.PHONY: setup test lint demo clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	VENV=$(VENV) bash scripts/setup.sh
@@ -9,7 +9,10 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 setup: $(STAMP)
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check neuralsim tests benchmarks
+
+test: lint
 	$(VENV)/bin/python -m pytest -q
 
 demo: setup

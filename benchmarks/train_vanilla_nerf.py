@@ -31,16 +31,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vanilla_nerf import COARSE_SAMPLES, FINE_SAMPLES, VanillaNeRF, _composite, _sample_pdf  # noqa: E402
+from vanilla_nerf import COARSE_SAMPLES, FINE_SAMPLES, VanillaNeRF, _composite, _sample_pdf
 
-from neuralsim.cameras import camera_rays  # noqa: E402
-from neuralsim.data.transforms import Capture, load_capture  # noqa: E402
-from neuralsim.errors import UserError  # noqa: E402
-from neuralsim.fit.metrics import psnr, ssim  # noqa: E402
-from neuralsim.fit.trainer import EVAL_BACKGROUND, RayBank, load_images, ray_bank  # noqa: E402
-from neuralsim.render.labels import composite  # noqa: E402
-from neuralsim.render.volume import RenderConfig, ray_box  # noqa: E402
-from neuralsim.runtime import atomic_write_json, derive_seed, resolve_device  # noqa: E402
+from neuralsim.cameras import camera_rays
+from neuralsim.data.transforms import Capture, load_capture
+from neuralsim.errors import UserError
+from neuralsim.fit.metrics import psnr, ssim
+from neuralsim.fit.trainer import EVAL_BACKGROUND, RayBank, load_images, ray_bank
+from neuralsim.render.labels import composite
+from neuralsim.render.volume import RenderConfig, ray_box
+from neuralsim.runtime import atomic_write_json, derive_seed, resolve_device
 
 LEARNING_RATE = 5e-4
 LR_DECAY_RATE, LR_DECAY_STEPS = 0.1, 250_000  # original NeRF: lrate_decay = 250 (thousand steps)

@@ -86,7 +86,7 @@ class Intrinsics:
     height: int
 
     @classmethod
-    def from_fov(cls, width: int, height: int, fov_deg: float) -> "Intrinsics":
+    def from_fov(cls, width: int, height: int, fov_deg: float) -> Intrinsics:
         """Square pixels, principal point at the image centre, `fov_deg` the horizontal field of view."""
         if width <= 0 or height <= 0:
             raise ValueError(f"image size must be positive, got {width}x{height}")
@@ -99,7 +99,7 @@ class Intrinsics:
     def fov_x_deg(self) -> float:
         return math.degrees(2.0 * math.atan(0.5 * self.width / self.fx))
 
-    def scaled(self, width: int, height: int) -> "Intrinsics":
+    def scaled(self, width: int, height: int) -> Intrinsics:
         """The same camera at another resolution."""
         sx, sy = width / self.width, height / self.height
         return Intrinsics(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height)

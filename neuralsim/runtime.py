@@ -26,7 +26,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from neuralsim.errors import UserError
 
-
 # ----------------------------------------------------------------------------- atomic files
 
 _UMASK = os.umask(0)

@@ -3,8 +3,15 @@ import math
 import pytest
 import torch
 
-from neuralsim.cameras import (Intrinsics, c2w_to_spherical, camera_rays, is_rigid, object_to_camera, project,
-                               spherical_to_c2w)
+from neuralsim.cameras import (
+    Intrinsics,
+    c2w_to_spherical,
+    camera_rays,
+    is_rigid,
+    object_to_camera,
+    project,
+    spherical_to_c2w,
+)
 
 POSES = [(0.0, 0.0, 4.0), (37.0, 20.0, 3.5), (181.0, -45.0, 6.0), (300.0, 80.0, 2.5), (359.0, 5.0, 10.0)]
 

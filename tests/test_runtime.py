@@ -8,7 +8,14 @@ import torch
 from neuralsim.cli import main
 from neuralsim.errors import UserError
 from neuralsim.runtime import (
-    PhaseClock, RunDir, atomic_write_json, derive_seed, peak_memory_mb, reset_peak_memory, resolve_device, staged_output_dir,
+    PhaseClock,
+    RunDir,
+    atomic_write_json,
+    derive_seed,
+    peak_memory_mb,
+    reset_peak_memory,
+    resolve_device,
+    staged_output_dir,
 )
 
 

@@ -10,8 +10,8 @@ import numpy as np
 
 from neuralsim.assets.meshes import load_asset
 from neuralsim.assets.renderer import GroundTruthRenderer, check_lighting
-from neuralsim.color import linear_to_srgb, to_uint8
 from neuralsim.cameras import Intrinsics, spherical_to_c2w
+from neuralsim.color import linear_to_srgb, to_uint8
 from neuralsim.data.transforms import Frame, write_transforms
 from neuralsim.errors import UserError
 from neuralsim.runtime import atomic_save_png, derive_seed, progress, staged_output_dir, to_plain

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -86,9 +86,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="Output COCO folder (images/ + annotations.json).")],
         n: Annotated[int, typer.Option("--n", help="Number of images.")] = 100,
         size: Annotated[int, typer.Option(help="Image size in pixels.")] = 128,
-        distribution: Annotated[Optional[Path], typer.Option(help="JSON file of per-object bin distributions (or a ψ file).")] = None,
+        distribution: Annotated[Path | None, typer.Option(help="JSON file of per-object bin distributions (or a ψ file).")] = None,
         per_image: Annotated[str, typer.Option(help="Objects per image, 'min,max' or one number.")] = "1",
-        backgrounds: Annotated[Optional[Path], typer.Option(help="Folder of background photos (default: procedural).")] = None,
+        backgrounds: Annotated[Path | None, typer.Option(help="Folder of background photos (default: procedural).")] = None,
         name: Annotated[str, typer.Option(help="Set name (val, test, …); part of the seed.")] = "scenes",
         spp: Annotated[int, typer.Option(help="Path-tracing samples per pixel.")] = 32,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,

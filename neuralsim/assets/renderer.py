@@ -85,7 +85,7 @@ def mitsuba(device: str = "cpu"):
             except (ImportError, AttributeError, RuntimeError):
                 continue
         if _VARIANT == "scalar_rgb":
-            warnings.warn("Mitsuba's LLVM backend is unavailable (install Debian's libllvm19); using the slow scalar_rgb variant.")
+            warnings.warn("Mitsuba's LLVM backend is unavailable (install Debian's libllvm19); using the slow scalar_rgb variant.", stacklevel=2)
     return mi
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,10 +25,10 @@ def register(app: typer.Typer) -> None:
     def optimize_cmd(
         config: Annotated[Path, typer.Argument(help="Optimize config JSON (see docs: fields, val, test, method, …).")],
         out: Annotated[Path, typer.Option(help="Run folder: config.json, metrics.jsonl, psi.json, checkpoint/, report.")],
-        method: Annotated[Optional[str], typer.Option(help="Override: ns, nso, autosim, influence or lts.")] = None,
-        steps: Annotated[Optional[int], typer.Option(help="Override: number of outer steps.")] = None,
-        seed: Annotated[Optional[int], typer.Option(help="Override: random seed.")] = None,
-        device: Annotated[Optional[str], typer.Option(help="Override: auto, cpu or cuda.")] = None,
+        method: Annotated[str | None, typer.Option(help="Override: ns, nso, autosim, influence or lts.")] = None,
+        steps: Annotated[int | None, typer.Option(help="Override: number of outer steps.")] = None,
+        seed: Annotated[int | None, typer.Option(help="Override: random seed.")] = None,
+        device: Annotated[str | None, typer.Option(help="Override: auto, cpu or cuda.")] = None,
         resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT from its last checkpoint.")] = False,
         overwrite: Annotated[bool, typer.Option(help="Replace a run folder that holds files.")] = False,
     ) -> None:

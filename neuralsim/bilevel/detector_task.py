@@ -9,8 +9,14 @@ from torch import Tensor
 from neuralsim.bilevel.task import flatten, unflatten
 from neuralsim.tasks.data import DetectionData
 from neuralsim.tasks.detector import Detector, Targets
-from neuralsim.tasks.second_order import (hvp, mixed_term, mixed_term_with_boxes, per_image_grad_dot, select_params,
-                                          validation_gradient)
+from neuralsim.tasks.second_order import (
+    hvp,
+    mixed_term,
+    mixed_term_with_boxes,
+    per_image_grad_dot,
+    select_params,
+    validation_gradient,
+)
 
 
 class DetectorTask:

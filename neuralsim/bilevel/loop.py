@@ -20,14 +20,20 @@ from torch import Tensor
 
 from neuralsim.bilevel.data import TrainingSet, draw_training_set
 from neuralsim.bilevel.detector_task import DetectorTask
-from neuralsim.bilevel.estimators import METHODS as ESTIMATORS
-from neuralsim.bilevel.estimators import HypergradientConfig, hypergradient
+from neuralsim.bilevel.estimators import METHODS as ESTIMATORS, HypergradientConfig, hypergradient
 from neuralsim.bilevel.field_source import FieldSource, SourceConfig, load_fields
 from neuralsim.bilevel.reinforce import Reinforce, ReinforceConfig
 from neuralsim.data.coco import load_coco
 from neuralsim.errors import UserError
 from neuralsim.runtime import (
-    PhaseClock, RunDir, atomic_write_json, derive_seed, from_plain, read_json, resolve_device, to_plain,
+    PhaseClock,
+    RunDir,
+    atomic_write_json,
+    derive_seed,
+    from_plain,
+    read_json,
+    resolve_device,
+    to_plain,
 )
 from neuralsim.sampling.optim import PsiOptimizer, PsiOptimizerConfig
 from neuralsim.sampling.psi import Psi, PsiInit, init_psi

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -53,13 +53,13 @@ def register(app: typer.Typer) -> None:
     def bench_cmd(
         gap: Annotated[str, typer.Argument(help="pose, zoom, illumination or ycb21, or a bench config JSON file.")],
         out: Annotated[Path, typer.Option(help="Benchmark folder: runs/, summary.json, report.html.")],
-        methods: Annotated[Optional[str], typer.Option(help="Comma-separated: ns, nso, autosim, influence, lts.")] = None,
-        inits: Annotated[Optional[str], typer.Option(help="Comma-separated ψ initialisations: same, uniform, different.")] = None,
-        seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds.")] = None,
-        steps: Annotated[Optional[int], typer.Option(help="Outer steps per run.")] = None,
-        images_per_object: Annotated[Optional[int], typer.Option(help="Training images per object per step.")] = None,
-        size: Annotated[Optional[int], typer.Option(help="Image size in pixels.")] = None,
-        cache: Annotated[Optional[Path], typer.Option(help="Cache folder (default $NEURALSIM_CACHE or ~/.cache/neuralsim).")] = None,
+        methods: Annotated[str | None, typer.Option(help="Comma-separated: ns, nso, autosim, influence, lts.")] = None,
+        inits: Annotated[str | None, typer.Option(help="Comma-separated ψ initialisations: same, uniform, different.")] = None,
+        seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds.")] = None,
+        steps: Annotated[int | None, typer.Option(help="Outer steps per run.")] = None,
+        images_per_object: Annotated[int | None, typer.Option(help="Training images per object per step.")] = None,
+        size: Annotated[int | None, typer.Option(help="Image size in pixels.")] = None,
+        cache: Annotated[Path | None, typer.Option(help="Cache folder (default $NEURALSIM_CACHE or ~/.cache/neuralsim).")] = None,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     ) -> None:
         """Run a gap experiment of the paper (Fig. 4) on the built-in objects and write its report.
@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
         per_object: Annotated[int, typer.Option(help="Training images per object.")] = 80,
         epochs: Annotated[int, typer.Option(help="Detector training epochs (from scratch).")] = 30,
         seeds: Annotated[str, typer.Option(help="Comma-separated detector seeds.")] = "0",
-        cache: Annotated[Optional[Path], typer.Option(help="Cache folder (default $NEURALSIM_CACHE or ~/.cache/neuralsim).")] = None,
+        cache: Annotated[Path | None, typer.Option(help="Cache folder (default $NEURALSIM_CACHE or ~/.cache/neuralsim).")] = None,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     ) -> None:
         """Radiance fields against the ground-truth renderer as training data: the same placements rendered by
@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo_cmd(
         out: Annotated[Path, typer.Option(help="Demo folder.")] = Path("runs/demo"),
-        cache: Annotated[Optional[Path], typer.Option(help="Cache folder (default $NEURALSIM_CACHE or ~/.cache/neuralsim).")] = None,
+        cache: Annotated[Path | None, typer.Option(help="Cache folder (default $NEURALSIM_CACHE or ~/.cache/neuralsim).")] = None,
         gap: Annotated[str, typer.Option(help="zoom (default), pose or illumination.")] = "zoom",
     ) -> None:
         """A small gap experiment on four built-in objects, NS against `influence`, ending with a report.

@@ -13,10 +13,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from neuralsim.runtime import atomic_write_bytes, atomic_write_text  # noqa: E402
+from neuralsim.runtime import atomic_write_bytes, atomic_write_text
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.45}

@@ -4,7 +4,7 @@ lighting condition, resumable checkpoints and the field written as safetensors +
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,11 +14,11 @@ def register(app: typer.Typer) -> None:
     def fit_cmd(
         capture_dir: Annotated[Path, typer.Argument(help="Capture folder with transforms.json (neuralsim or nerfstudio).")],
         out: Annotated[Path, typer.Option(help="Field folder (field.safetensors, field.json, eval.json, metrics).")],
-        steps: Annotated[Optional[int], typer.Option(help="Optimisation steps (default 1500; on --resume: the run's).")] = None,
+        steps: Annotated[int | None, typer.Option(help="Optimisation steps (default 1500; on --resume: the run's).")] = None,
         rays_per_step: Annotated[int, typer.Option(help="Rays in each random batch.")] = 4096,
         eval_every: Annotated[int, typer.Option(help="Steps between held-out evaluations (0: only at the end).")] = 500,
         seed: Annotated[int, typer.Option(help="Random seed (initialisation, ray batches, jitter).")] = 0,
-        distortion_weight: Annotated[Optional[float], typer.Option(
+        distortion_weight: Annotated[float | None, typer.Option(
             help="Weight of the distortion loss (default 0.1; 0: off): surfaces gather at one depth, so renders need "
                  "fewer samples.")] = None,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",

@@ -74,7 +74,7 @@ class FitConfig:
     """The grid field's configuration."""
 
     @classmethod
-    def from_plain(cls, data: dict[str, Any]) -> "FitConfig":
+    def from_plain(cls, data: dict[str, Any]) -> FitConfig:
         return cls(**{**data, "field": GridFieldConfig(**data.get("field", {}))})
 
 

@@ -78,7 +78,7 @@ class FactorBins:
         return {"low": self.low, "high": self.high, "probs": self.probs.tolist()}
 
     @classmethod
-    def from_json(cls, data: dict, name: str, what: str) -> "FactorBins":
+    def from_json(cls, data: dict, name: str, what: str) -> FactorBins:
         if not isinstance(data, dict) or "probs" not in data:
             raise UserError(f"{what}: factor '{name}' must be an object with 'low', 'high' and 'probs'.")
         low, high = data.get("low", DEFAULT_RANGES[name][0]), data.get("high", DEFAULT_RANGES[name][1])
@@ -88,7 +88,7 @@ class FactorBins:
         return cls(float(low), float(high), probs, CIRCULAR[name])
 
     @classmethod
-    def uniform(cls, name: str, k: int = 1, low: float | None = None, high: float | None = None) -> "FactorBins":
+    def uniform(cls, name: str, k: int = 1, low: float | None = None, high: float | None = None) -> FactorBins:
         lo, hi = DEFAULT_RANGES[name]
         return cls(lo if low is None else low, hi if high is None else high, np.full(k, 1.0 / k), CIRCULAR[name])
 
@@ -108,7 +108,7 @@ class LightingWeights:
         return {"names": list(self.names), "weights": self.weights.tolist()}
 
     @classmethod
-    def from_json(cls, data: dict, what: str) -> "LightingWeights":
+    def from_json(cls, data: dict, what: str) -> LightingWeights:
         if not isinstance(data, dict) or "names" not in data or "weights" not in data:
             raise UserError(f"{what}: 'lighting' must be an object with 'names' and 'weights'.")
         if len(data["names"]) != len(data["weights"]):
@@ -127,7 +127,7 @@ class ObjectDistribution:
         return {**{k: v.to_json() for k, v in self.factors.items()}, "lighting": self.lighting.to_json()}
 
     @classmethod
-    def from_json(cls, data: dict, what: str) -> "ObjectDistribution":
+    def from_json(cls, data: dict, what: str) -> ObjectDistribution:
         if not isinstance(data, dict):
             raise UserError(f"{what}: expected an object with azimuth/elevation/radius/lighting entries.")
         unknown = set(data) - set(FACTORS) - {"lighting"}
@@ -139,7 +139,7 @@ class ObjectDistribution:
         return cls(factors, lighting)
 
     @classmethod
-    def uniform(cls, azimuth_bins: int = 8, lighting: list[str] | None = None) -> "ObjectDistribution":
+    def uniform(cls, azimuth_bins: int = 8, lighting: list[str] | None = None) -> ObjectDistribution:
         names = lighting or ["studio"]
         return cls({"azimuth": FactorBins.uniform("azimuth", azimuth_bins), "elevation": FactorBins.uniform("elevation"),
                     "radius": FactorBins.uniform("radius")}, LightingWeights(names, np.full(len(names), 1 / len(names))))

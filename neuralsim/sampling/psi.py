@@ -39,7 +39,7 @@ class FactorNoise:
     gumbel: Tensor  # (n, k)
     jitter: Tensor  # (n,) in [0, 1)
 
-    def select(self, index: Tensor | slice) -> "FactorNoise":
+    def select(self, index: Tensor | slice) -> FactorNoise:
         return FactorNoise(self.gumbel[index], self.jitter[index])
 
 
@@ -53,7 +53,7 @@ class ObjectNoise:
     def __len__(self) -> int:
         return len(self.placement)
 
-    def select(self, index: Tensor | slice) -> "ObjectNoise":
+    def select(self, index: Tensor | slice) -> ObjectNoise:
         return ObjectNoise({f: n.select(index) for f, n in self.factors.items()}, self.placement[index])
 
 
@@ -77,13 +77,13 @@ class RenderParams:
         """The continuous parameters, in `CONTINUOUS` order."""
         return tuple(getattr(self, name) for name in self.CONTINUOUS)
 
-    def with_tensors(self, tensors: Iterable[Tensor]) -> "RenderParams":
+    def with_tensors(self, tensors: Iterable[Tensor]) -> RenderParams:
         return replace(self, **dict(zip(self.CONTINUOUS, tensors, strict=True)))
 
-    def detach(self) -> "RenderParams":
+    def detach(self) -> RenderParams:
         return self.with_tensors(t.detach() for t in self.tensors())
 
-    def select(self, index: Tensor | slice) -> "RenderParams":
+    def select(self, index: Tensor | slice) -> RenderParams:
         return replace(self.with_tensors(t[index] for t in self.tensors()),
                        bins={f: b[index] for f, b in self.bins.items()},
                        placement=None if self.placement is None else self.placement[index])
@@ -170,7 +170,7 @@ class FactorPsi:
         return FactorBins(self.low, self.high, self.probs().detach().cpu().numpy(), self.circular)
 
     @classmethod
-    def from_bins(cls, bins: FactorBins, logits: Iterable[float] | None = None) -> "FactorPsi":
+    def from_bins(cls, bins: FactorBins, logits: Iterable[float] | None = None) -> FactorPsi:
         if logits is None:
             with np.errstate(divide="ignore"):
                 a = np.log(bins.probs)
@@ -180,7 +180,7 @@ class FactorPsi:
         return cls(bins.low, bins.high, torch.tensor(a, dtype=DTYPE), bins.circular)
 
     @classmethod
-    def from_json(cls, data: dict, name: str, what: str) -> "FactorPsi":
+    def from_json(cls, data: dict, name: str, what: str) -> FactorPsi:
         bins = FactorBins.from_json(data, name, what)
         logits = data.get("logits")
         if logits is not None:
@@ -232,7 +232,7 @@ class LightingPsi:
         return data
 
     @classmethod
-    def from_weights(cls, lighting: LightingWeights, parameterisation: str = "simplex") -> "LightingPsi":
+    def from_weights(cls, lighting: LightingWeights, parameterisation: str = "simplex") -> LightingPsi:
         w = np.asarray(lighting.weights, dtype=np.float64)
         if parameterisation == "logits":
             with np.errstate(divide="ignore"):
@@ -240,7 +240,7 @@ class LightingPsi:
         return cls(list(lighting.names), torch.tensor(w, dtype=DTYPE), parameterisation)
 
     @classmethod
-    def from_json(cls, data: dict, what: str) -> "LightingPsi":
+    def from_json(cls, data: dict, what: str) -> LightingPsi:
         lighting = LightingWeights.from_json(data, what)
         kind = data.get("parameterisation", "simplex")
         if kind not in LIGHTING_PARAMETERISATIONS:
@@ -293,12 +293,12 @@ class ObjectPsi:
         return {**{f: self.factors[f].to_json() for f in FACTORS}, "lighting": self.lighting.to_json()}
 
     @classmethod
-    def from_distribution(cls, dist: ObjectDistribution, parameterisation: str = "simplex") -> "ObjectPsi":
+    def from_distribution(cls, dist: ObjectDistribution, parameterisation: str = "simplex") -> ObjectPsi:
         return cls({f: FactorPsi.from_bins(dist.factors[f]) for f in FACTORS},
                    LightingPsi.from_weights(dist.lighting, parameterisation))
 
     @classmethod
-    def from_json(cls, data: dict, what: str) -> "ObjectPsi":
+    def from_json(cls, data: dict, what: str) -> ObjectPsi:
         dist = ObjectDistribution.from_json(data, what)  # validates probabilities, ranges and the azimuth turn
         factors = {f: FactorPsi.from_json(data[f], f, what) if f in data else FactorPsi.from_bins(dist.factors[f])
                    for f in FACTORS}
@@ -319,7 +319,7 @@ class Psi:
     def trainable(self) -> dict[str, Tensor]:
         return {name: t for name, t in self.parameters().items() if t.requires_grad}
 
-    def set_trainable(self, factors: Iterable[str]) -> "Psi":
+    def set_trainable(self, factors: Iterable[str]) -> Psi:
         """Optimise only these factors (of "azimuth", "elevation", "radius", "lighting") for every object."""
         factors = set(factors)
         unknown = factors - set(FACTORS) - {"lighting"}
@@ -343,7 +343,7 @@ class Psi:
         return {"objects": {o: psi.to_json() for o, psi in self.objects.items()}}
 
     @classmethod
-    def from_json(cls, data: dict, what: str = "ψ") -> "Psi":
+    def from_json(cls, data: dict, what: str = "ψ") -> Psi:
         if not isinstance(data, dict) or not isinstance(data.get("objects"), dict) or not data["objects"]:
             raise UserError(f"{what}: expected {{\"objects\": {{name: distribution, ...}}}} with at least one object.")
         return cls({o: ObjectPsi.from_json(d, f"{what}, object '{o}'") for o, d in data["objects"].items()})
@@ -352,7 +352,7 @@ class Psi:
         return atomic_write_json(path, self.to_json())
 
     @classmethod
-    def load(cls, path: str | Path) -> "Psi":
+    def load(cls, path: str | Path) -> Psi:
         return cls.from_json(read_json(path, "ψ file"), f"ψ file {path}")
 
 

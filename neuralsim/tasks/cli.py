@@ -4,7 +4,7 @@ model folder on a COCO set (COCO AP, AP50, per-class AP; printed and written as 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -23,11 +23,11 @@ def register(app: typer.Typer) -> None:
         lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")] = 1e-3,
         trainable: Annotated[str, typer.Option(help="all, heads, heads+fpn or a regex on parameter names.")] = "all",
         freeze_backbone: Annotated[bool, typer.Option(help="Freeze the backbone body.")] = False,
-        backbone_weights: Annotated[Optional[Path], typer.Option(help="Local torchvision ImageNet checkpoint of the backbone.")] = None,
+        backbone_weights: Annotated[Path | None, typer.Option(help="Local torchvision ImageNet checkpoint of the backbone.")] = None,
         fpn_channels: Annotated[int, typer.Option(help="Channels of the feature pyramid and heads.")] = 256,
         head_activation: Annotated[str, typer.Option(help="relu or silu (smooth Hessian).")] = "relu",
         hflip: Annotated[bool, typer.Option(help="Mirror images at random (augmentation).")] = False,
-        init_from: Annotated[Optional[Path], typer.Option(help="Model folder to warm-start from.")] = None,
+        init_from: Annotated[Path | None, typer.Option(help="Model folder to warm-start from.")] = None,
         reinit: Annotated[bool, typer.Option(help="Redraw the trained parameters from --seed before training.")] = False,
         seed: Annotated[int, typer.Option(help="Random seed (initialisation, batch order, flips).")] = 0,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
     def evaluate_cmd(
         model_dir: Annotated[Path, typer.Argument(help="Model folder written by `neuralsim train`.")],
         coco_dir: Annotated[Path, typer.Argument(help="COCO set to evaluate on.")],
-        out: Annotated[Optional[Path], typer.Option(help="Output JSON (default: MODEL_DIR/eval-<set name>.json).")] = None,
+        out: Annotated[Path | None, typer.Option(help="Output JSON (default: MODEL_DIR/eval-<set name>.json).")] = None,
         batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     ) -> None:

@@ -3,8 +3,8 @@ batches of float RGB [0, 1] NCHW images with per-image targets (xyxy pixels, 0-b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -64,7 +64,7 @@ class CocoDetectionData:
         self._cache: dict[int, Tensor] = {}
 
     @classmethod
-    def load(cls, path: str) -> "CocoDetectionData":
+    def load(cls, path: str) -> CocoDetectionData:
         return cls(load_coco(path))
 
     def __len__(self) -> int:

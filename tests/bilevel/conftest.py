@@ -6,7 +6,6 @@ import pytest
 from neuralsim.bilevel.toy import ToyProblem, toy_problem
 
 
-
 @pytest.fixture(scope="module")
 def toy() -> ToyProblem:
     return toy_problem()

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from neuralsim.bilevel.data import draw_training_set, full_image_vjp
-from neuralsim.bilevel.estimators import (HypergradientConfig, hypergradient, influence, pathwise,
-                                          score_function)
+from neuralsim.bilevel.estimators import HypergradientConfig, hypergradient, influence, pathwise, score_function
 from neuralsim.bilevel.inverse_hvp import InverseHVPConfig, inverse_hvp
 from neuralsim.bilevel.toy import exact_expected_gradient, fit
 from neuralsim.errors import UserError

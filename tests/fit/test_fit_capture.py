@@ -12,8 +12,7 @@ import torch
 
 from neuralsim.cli import main
 from neuralsim.fields import GridFieldConfig, load_field
-from neuralsim.fit import FitConfig, fit
-from neuralsim.fit import trainer
+from neuralsim.fit import FitConfig, fit, trainer
 from neuralsim.fit.synthetic import write_plain_nerfstudio_capture, write_sphere_capture
 from neuralsim.render import render
 

@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from neuralsim.cameras import object_to_camera
-from neuralsim.render import (Placement, backward_scene_patchwise, composite, labels_from_alpha, render, render_scene,
-                              scene_tensors)
+from neuralsim.render import (
+    Placement,
+    backward_scene_patchwise,
+    composite,
+    labels_from_alpha,
+    render,
+    render_scene,
+    scene_tensors,
+)
 from neuralsim.render.camera import placement_c2w
 
 SIZE, FOV_DEG = 16, 40.0

@@ -6,7 +6,13 @@ import torch
 from neuralsim.errors import UserError
 from neuralsim.tasks.data import TensorDetectionData
 from neuralsim.tasks.second_order import (
-    detection_loss, dot, hvp, loss_grad, mixed_term, mixed_term_with_boxes, per_image_grad_dot,
+    detection_loss,
+    dot,
+    hvp,
+    loss_grad,
+    mixed_term,
+    mixed_term_with_boxes,
+    per_image_grad_dot,
     select_params,
     validation_gradient,
 )
