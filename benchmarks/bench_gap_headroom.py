@@ -5,7 +5,8 @@ from the `different` start at this detector budget; AP(learned ψ) − AP(differ
 the learned ψ is used as intended, to make a training set for a detector trained from scratch.
 
     .venv/bin/python benchmarks/bench_gap_headroom.py --gap pose --inits same,different --seeds 0,1 --epochs 30 \
-        [--psi influence-s0=runs/different-influence-s0/psi.json] [--demo] [--out benchmarks/results/headroom-pose.json]
+        [--psi influence-s0=runs/different-influence-s0/psi.json] [--demo | --config BENCH.json] \
+        [--out benchmarks/results/headroom-pose.json]
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ import torch
 from neuralsim.bilevel.data import draw_training_set
 from neuralsim.bilevel.field_source import FieldSource, SourceConfig, load_fields
 from neuralsim.experiments.cli import DEMO
-from neuralsim.experiments.recipes import BenchConfig, initial_psi, prepare, train_from_scratch
+from neuralsim.experiments.recipes import (
+    BenchConfig,
+    initial_psi,
+    load_bench_config,
+    prepare,
+    train_from_scratch,
+)
 from neuralsim.runtime import atomic_write_json, derive_seed, resolve_device
 from neuralsim.sampling.psi import Psi
 from neuralsim.tasks.data import CocoDetectionData, TensorDetectionData
@@ -51,11 +58,16 @@ def main() -> None:
     parser.add_argument("--psi", action="append", default=[], metavar="NAME=FILE",
                         help="also train on data drawn from this ψ file (repeatable)")
     parser.add_argument("--demo", action="store_true", help="the demo's four objects and sizes")
+    parser.add_argument("--config", default=None, help="a bench config JSON: its gap, objects, sizes and detector")
     parser.add_argument("--cache", default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     start = time.perf_counter()
-    bench = BenchConfig(gap=args.gap, cache=args.cache, **(DEMO if args.demo else {}))
+    if args.config:
+        bench = load_bench_config(args.config)
+        bench.cache = args.cache or bench.cache
+    else:
+        bench = BenchConfig(gap=args.gap, cache=args.cache, **(DEMO if args.demo else {}))
     bench.inits = []  # no pre-trained detectors needed here
     bench.detector = dataclasses.replace(bench.detector, image_size=bench.size)
     prepared = prepare(bench)
@@ -78,7 +90,7 @@ def main() -> None:
         for obj in bench.biased:
             aps = [r["per_class"][obj]["ap"] for r in runs if r["init"] == init]
             summary[f"{init}/{obj}"] = {"mean": statistics.mean(aps), "sd": statistics.stdev(aps) if len(aps) > 1 else 0.0}
-    result = {"gap": args.gap, "objects": bench.objects, "biased": bench.biased, "epochs": args.epochs,
+    result = {"gap": bench.gap, "objects": bench.objects, "biased": bench.biased, "epochs": args.epochs,
               "per_object": args.per_object, "test_per_object": bench.test_per_object, "machine": platform.machine(),
               "runs": runs, "summary": summary, "seconds": time.perf_counter() - start}
     if args.out:

@@ -69,6 +69,10 @@ class BenchConfig:
     pathwise_labels: bool = True
     """nso: move each image's box with the render (needs a smooth box loss in `detector`; see DESIGN.md §5)."""
     psi_lr: float = 0.5
+    """Length of one normalised ψ step, shared by every object's logits: when K objects all have gradients of
+    similar size, each moves by about psi_lr/√K. With all 21 objects biased (ycb21) and steps of 1, the dominant bin
+    fell only from 0.80 to 0.71 on average in 12 steps; benchmarks/configs/ycb21-demo-lr3.json uses 3.2 = √(21/2),
+    each object's step in the zoom runs with two biased objects (docs/RESULTS.md)."""
     psi_optimizer: str = "normalized"
     psi_natural: bool = True
     """Natural-gradient (mirror-descent) ψ steps on the bin logits; see `PsiOptimizerConfig.natural`."""

@@ -18,7 +18,9 @@ METHODS = ("sgd", "normalized", "adam")
 @dataclass
 class PsiOptimizerConfig:
     """The ψ step. `normalized`: ψ ← ψ − lr·h/‖h‖ (‖·‖ over all trainable leaves together), so the step
-    length is lr whatever the hypergradient's raw scale; `adam` adapts per coordinate; `sgd` uses h as is."""
+    length is lr whatever the hypergradient's raw scale — and K objects with gradients of similar size each move
+    by about lr/√K, so scale lr with √K when comparing runs with different numbers of objects; `adam` adapts per
+    coordinate; `sgd` uses h as is."""
 
     method: str = "normalized"
     lr: float = 0.5
