@@ -72,8 +72,12 @@ class BenchConfig:
     """Length of one normalised ψ step, shared by every object's logits: when K objects all have gradients of
     similar size, each moves by about psi_lr/√K. With all 21 objects biased (ycb21) and steps of 1, the dominant bin
     fell only from 0.80 to 0.71 on average in 12 steps; benchmarks/configs/ycb21-demo-lr3.json uses 3.2 = √(21/2),
-    each object's step in the zoom runs with two biased objects (docs/RESULTS.md)."""
+    each object's step in the zoom runs with two biased objects (docs/RESULTS.md). `psi_per_object` makes the
+    scaling automatic."""
     psi_optimizer: str = "normalized"
+    psi_per_object: bool = False
+    """Normalised ψ steps of length psi_lr per object (on average) rather than in all; see
+    `PsiOptimizerConfig.per_object`."""
     psi_natural: bool = True
     """Natural-gradient (mirror-descent) ψ steps on the bin logits; see `PsiOptimizerConfig.natural`."""
     damping: float = 0.1
@@ -234,7 +238,8 @@ def run_config(bench: BenchConfig, prepared: Prepared, init: str, method: str, s
         train=bench.train, hypergradient=HypergradientConfig(
             method=estimator, tau=bench.tau, pathwise_labels=bench.pathwise_labels,
             inverse_hvp=InverseHVPConfig(damping=bench.damping, iterations=bench.cg_iterations)),
-        psi_optimizer=PsiOptimizerConfig(method=bench.psi_optimizer, lr=bench.psi_lr, natural=bench.psi_natural), hvp_images=bench.hvp_images,
+        psi_optimizer=PsiOptimizerConfig(method=bench.psi_optimizer, lr=bench.psi_lr, natural=bench.psi_natural,
+                                         per_object=bench.psi_per_object), hvp_images=bench.hvp_images,
         seed=seed, device=bench.device)
 
 

@@ -29,6 +29,10 @@ class PsiOptimizerConfig:
     (mirror descent on the simplex): the logit of bin i moves by ∂L/∂p_i − mean_j ∂L/∂p_j instead of
     p_i(∂L/∂p_i − Σ_j p_j ∂L/∂p_j), so mass flows to a better bin at a rate that does not shrink with
     that bin's current probability. Lighting weights on the simplex are left as they are."""
+    per_object: bool = False
+    """`normalized` only: divide by the root-mean-square of the objects' gradient norms instead of their total norm,
+    so that an object moves by lr on average whatever the number of objects (K objects: the step is √K times the
+    plain normalised one). Objects with larger gradients still move further than others."""
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
 
@@ -84,6 +88,8 @@ class PsiOptimizer:
             return {n: lr * g for n, g in grads.items()}
         if self.config.method == "normalized":
             norm = torch.sqrt(sum((g * g).sum() for g in grads.values()))
+            if self.config.per_object:
+                norm = norm / math.sqrt(len({name.rsplit("/", 1)[0] for name in grads}))
             return {n: lr * g / norm.clamp_min(torch.finfo(g.dtype).tiny) for n, g in grads.items()}
         b1, b2 = self.config.betas
         deltas = {}

@@ -40,6 +40,21 @@ def test_normalized_step_has_length_lr_and_lighting_stays_on_simplex():
     assert w[2] > w[0]
 
 
+@pytest.mark.parametrize("objects", [1, 4, 21])
+def test_per_object_step_does_not_shrink_with_the_number_of_objects(objects):
+    names = [f"o{i}" for i in range(objects)]
+    psi = init_psi(PsiInit(names)).set_trainable(["azimuth"])
+    grad = torch.linspace(-1, 1, 8, dtype=DTYPE)
+    grads = {f"{o}/azimuth": grad.clone() for o in names}
+    shared = PsiOptimizer(init_psi(PsiInit(names)).set_trainable(["azimuth"]), PsiOptimizerConfig(lr=0.3))
+    assert shared.step(grads) == pytest.approx(0.3)  # the plain step's length is lr in all
+    before = psi.objects["o0"].factors["azimuth"].logits.detach().clone()
+    PsiOptimizer(psi, PsiOptimizerConfig(lr=0.3, per_object=True)).step(grads)
+    moved = psi.objects["o0"].factors["azimuth"].logits.detach() - before
+    assert float(moved.norm()) == pytest.approx(0.3)  # each object's step is lr, whatever their number
+    assert float((moved * grad).sum()) < 0
+
+
 @pytest.mark.parametrize("lr", [0.0, -1.0, float("nan")])
 def test_step_size_never_silently_zero(lr):
     with pytest.raises(UserError, match="step size"):
