@@ -40,6 +40,10 @@ def register(app: typer.Typer) -> None:
         from neuralsim.runtime import from_plain, read_json
 
         if resume:
+            ignored = [f"--{k}" for k, v in {"method": method, "seed": seed, "device": device}.items() if v is not None]
+            if ignored:
+                raise UserError(f"--resume continues the run with its own {out / 'config.json'}; only --steps may "
+                                f"change, not {', '.join(ignored)}.")
             cfg = from_plain(OptimizeConfig, read_json(out / "config.json", "Run config"), f"Run config {out}")
             steps_override = {"steps": steps} if steps is not None else {}
             cfg = dataclasses.replace(cfg, **steps_override)

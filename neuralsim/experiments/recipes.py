@@ -263,11 +263,30 @@ def run_cell(config: OptimizeConfig, out: Path) -> Path:
     return BilevelRun(config, out, resume=resume).run_all()
 
 
+GRID_SETTINGS = ("methods", "inits", "seeds", "steps", "cache", "device")
+"""Bench settings that may change between calls on one folder: they add runs or extend them, never alter one."""
+
+
+def check_same_bench(bench: BenchConfig, out: Path) -> None:
+    """Refuse, before anything is written, a folder that holds a benchmark of other settings (gap, objects, sizes,
+    detector, ψ step…): its runs and summary would be mixed with this one's."""
+    record = out / "bench.json"
+    if not record.is_file():
+        return
+    stored = to_plain(from_plain(BenchConfig, read_json(record, "Benchmark record").get("bench", {}), str(record)))
+    wanted = to_plain(bench)
+    differs = sorted(k for k in wanted if k not in GRID_SETTINGS and stored.get(k) != wanted[k])
+    if differs:
+        raise UserError(f"{out} holds a benchmark with other settings ({', '.join(differs)} differ); remove it or "
+                        "choose another --out.")
+
+
 def run_bench(bench: BenchConfig, out: str | Path, log=print) -> Path:
     """Prepare, run the grid of (init × method × seed), and write the comparison report."""
     from neuralsim.experiments.bench_report import write_bench_report
 
     out = Path(out)
+    check_same_bench(bench, out)
     prepared = prepare(bench, log)
     atomic_write_json(out / "bench.json", {"bench": to_plain(bench), "prepared": to_plain(prepared)})
     gap = bench.gap_spec

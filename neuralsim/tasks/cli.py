@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
         backbone_weights: Annotated[Path | None, typer.Option(help="Local torchvision ImageNet checkpoint of the backbone.")] = None,
         fpn_channels: Annotated[int, typer.Option(help="Channels of the feature pyramid and heads.")] = 256,
         head_activation: Annotated[str, typer.Option(help="relu or silu (smooth Hessian).")] = "relu",
+        box_loss: Annotated[str, typer.Option(help="l1 (torchvision's), smooth_l1 (needed by `nso` to move boxes) or giou.")] = "l1",
         hflip: Annotated[bool, typer.Option(help="Mirror images at random (augmentation).")] = False,
         init_from: Annotated[Path | None, typer.Option(help="Model folder to warm-start from.")] = None,
         reinit: Annotated[bool, typer.Option(help="Redraw the trained parameters from --seed before training.")] = False,
@@ -51,7 +52,7 @@ def register(app: typer.Typer) -> None:
         else:
             model = build_detector(backbone, data.num_classes, category_names=data.category_names,
                                    image_size=max(data.height, data.width), fpn_channels=fpn_channels,
-                                   head_activation=head_activation, freeze_backbone=freeze_backbone,
+                                   head_activation=head_activation, box_loss=box_loss, freeze_backbone=freeze_backbone,
                                    backbone_weights=backbone_weights, seed=seed)
         config = TrainConfig(epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, trainable=trainable,
                              init="reinit" if reinit else "warm", hflip=hflip, seed=seed)

@@ -182,3 +182,11 @@ def test_shots_of_other_categories_are_refused(assets, tmp_path):
     with pytest.raises(UserError, match="shots' categories"):
         BilevelRun(dataclasses.replace(config(assets), shots=str(tmp_path / "odd")), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_overrides_it_would_ignore(cli, tmp_path):
+    (tmp_path / "optimize.json").write_text("{}")
+    r = cli("optimize", tmp_path / "optimize.json", "--out", tmp_path / "run", "--resume", "--method", "ns",
+            "--seed", "3")
+    assert r.returncode == 2 and "only --steps may change, not --method, --seed" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

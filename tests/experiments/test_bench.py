@@ -76,6 +76,19 @@ def test_bad_bench_config_gives_one_line_and_exit_code_2(cli, tmp_path, change, 
     assert not (tmp_path / "out").exists()
 
 
+def test_bench_refuses_a_folder_holding_a_bench_of_other_settings_before_writing(cli, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "bench.json").write_text(json.dumps({"bench": TINY}))
+    before = (out / "bench.json").read_text()
+    (tmp_path / "bench.json").write_text(json.dumps(TINY | {"psi_lr": 2.0, "seeds": [1]}))
+    r = cli("bench", tmp_path / "bench.json", "--out", out, "--cache", tmp_path / "cache", "--device", "cpu")
+    assert r.returncode == 2 and "other settings (psi_lr differ)" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert (out / "bench.json").read_text() == before and sorted(p.name for p in out.iterdir()) == ["bench.json"]
+    assert not (tmp_path / "cache").exists()  # refused before any preparation
+
+
 def test_ycb21_takes_every_object_and_its_table_pools_them():
     from neuralsim.assets.catalog import builtin_names
     from neuralsim.experiments.bench_report import markdown_table

@@ -8,9 +8,10 @@ import pytest
 def test_train_then_evaluate(cli, shapes_set, tmp_path):
     model_dir = tmp_path / "model"
     r = cli("train", shapes_set, "--out", model_dir, "--steps", "2", "--batch-size", "4", "--fpn-channels", "16",
-            "--device", "cpu")
+            "--box-loss", "smooth_l1", "--device", "cpu")
     assert r.returncode == 0, r.stderr
     assert {"model.safetensors", "detector.json", "config.json", "metrics.jsonl"} <= {p.name for p in model_dir.iterdir()}
+    assert json.loads((model_dir / "detector.json").read_text())["box_loss"] == "smooth_l1"
     assert json.loads((model_dir / "config.json").read_text())["train"]["steps"] == 2
     r = cli("evaluate", model_dir, shapes_set, "--out", tmp_path / "eval.json", "--device", "cpu")
     assert r.returncode == 0, r.stderr
