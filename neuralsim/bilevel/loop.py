@@ -108,6 +108,10 @@ class OptimizeConfig:
             raise UserError("steps, images_per_object and hvp_images must be at least 1.")
         if self.method != "ns" and not self.factors:
             raise UserError(f"method {self.method} needs at least one factor of ψ to optimise (factors is empty).")
+        if "lighting" in self.factors and (self.method in ("autosim", "lts") or (
+                self.method == "influence" and not self.hypergradient.influence_pathwise_lighting)):
+            raise UserError(f"method {self.method} cannot optimise the lighting weights: its estimate covers the bin "
+                            "logits only (the weights are mixed, not drawn). Use nso or influence for lighting.")
         if self.source.size != self.detector.image_size and self.detector_init is None:
             raise UserError(f"source.size ({self.source.size}) and detector.image_size ({self.detector.image_size}) differ.")
 

@@ -69,8 +69,9 @@ POOL_ABOVE = 4
 
 
 def markdown_table(summary: dict) -> str:
-    """Per (init, method): each biased object's AP after the first step and over the last steps, the TV
-    distance of its ψ to the test distribution, all-class AP and the validation loss (mean ± std over seeds)."""
+    """Per (init, method): the outer steps run, each biased object's AP after the first step and over the last
+    steps, the TV distance of its ψ to the test distribution, all-class AP and the validation loss (mean ± std over
+    seeds; the population std, ddof 0)."""
 
     def cell(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
         v = np.array(values, dtype=float) * scale
@@ -78,7 +79,7 @@ def markdown_table(summary: dict) -> str:
 
     rows, biased = summary["rows"], summary["biased"]
     pooled = len(biased) > POOL_ABOVE  # many biased objects: one column of their mean
-    head = ["ψ init", "method", "seeds"]
+    head = ["ψ init", "method", "seeds", "steps"]
     for obj in ["biased objects (mean)"] if pooled else biased:
         head += [f"{obj} AP first → last {TAIL}", f"{obj} TV first → last"]
     head += [f"AP all, last {TAIL}", f"val loss first → last {TAIL}"]
@@ -88,7 +89,8 @@ def markdown_table(summary: dict) -> str:
                                    ["ns", "lts", "autosim", "nso", "influence"].index(g[1])))
     for init, method in groups:
         rs = [r for r in rows if r["init"] == init and r["method"] == method]
-        cells = [init, method, str(len(rs))]
+        steps = sorted({r["steps"] for r in rs})  # a run cut short or not yet extended shows here
+        cells = [init, method, str(len(rs)), "–".join(map(str, sorted({steps[0], steps[-1]})))]
         if pooled:
             rs = [r | {f"{key}/pooled": float(np.mean([r[f"{key}/{obj}"] or 0.0 for obj in biased]))
                        for key in ("ap_first", "ap", "tv_first", "tv_last")} for r in rs]

@@ -99,6 +99,9 @@ class BenchConfig:
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise UserError(f"Unknown method(s) {bad}; choose from {', '.join(METHODS)}.")
+        if GAPS[self.gap].factor == "lighting" and {"autosim", "lts"} & set(self.methods):
+            raise UserError(f"The {self.gap} gap optimises lighting weights, which autosim and lts cannot (their "
+                            "estimates cover bin logits only); use ns, nso or influence.")
         counts = {"size": self.size, "capture_views": self.capture_views, "fit_steps": self.fit_steps,
                   "val_per_object": self.val_per_object, "test_per_object": self.test_per_object,
                   "pretrain_per_object": self.pretrain_per_object, "steps": self.steps,

@@ -63,7 +63,7 @@ class PsiOptimizer:
                 raise UserError(f"The hypergradient of ψ '{name}' is not finite (NaN or inf); stopping here — "
                                 "the last good checkpoint is kept.")
         self.t += 1
-        grads = {name: hypergradient[name].detach() for name in params}
+        grads = {name: self._tangent(name, hypergradient[name].detach()) for name in params}
         if self.config.natural:
             grads = {name: self._natural(name, g) for name, g in grads.items()}
         deltas = self._deltas(grads)
@@ -72,6 +72,14 @@ class PsiOptimizer:
                 t.sub_(deltas[name])
         self.psi.project()
         return float(torch.sqrt(sum((d * d).sum() for d in deltas.values())))
+
+    def _tangent(self, name: str, grad: Tensor) -> Tensor:
+        """Simplex lighting weights: the gradient less its mean, its part along the simplex. The part along (1, …, 1)
+        would be undone by the projection, and in a normalised step it would shorten every leaf's step."""
+        obj, leaf = name.rsplit("/", 1)
+        if leaf == "lighting" and self.psi.objects[obj].lighting.parameterisation == "simplex":
+            return grad - grad.mean()
+        return grad
 
     def _natural(self, name: str, grad: Tensor) -> Tensor:
         """F⁺∇ for a categorical's logits (F = diag(p) − ppᵀ): ∇/p, centred; other leaves unchanged."""

@@ -130,7 +130,11 @@ def test_bad_configs(assets, tmp_path):
         BilevelRun(dataclasses.replace(cfg, method="magic"), tmp_path / "y")
     with pytest.raises(UserError, match="no lighting condition"):
         BilevelRun(dataclasses.replace(cfg, lighting=["studio"]), tmp_path / "z")
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    for method in ("autosim", "lts"):
+        with pytest.raises(UserError, match=f"method {method} cannot optimise the lighting"):
+            BilevelRun(dataclasses.replace(cfg, method=method, hypergradient=HypergradientConfig(),
+                                           factors=["azimuth", "lighting"]), tmp_path / "w")
+    assert not any((tmp_path / d).exists() for d in "xyw")
 
 
 def test_nan_hypergradient_stops_and_keeps_the_last_checkpoint(assets, tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ def test_bench_runs_every_cell_writes_the_report_and_reuses_finished_runs(cli, t
     out = root / "out"
     assert (out / "report.html").is_file()
     table = (out / "summary.md").read_text().splitlines()
-    assert [line.split(" | ")[1] for line in table[2:]] == ["ns", "influence"]
+    assert [line.split(" | ")[1:4] for line in table[2:]] == [["ns", "1", "2"], ["influence", "1", "2"]]
     for method in ("ns", "influence"):
         lines = (out / "runs" / f"different-{method}-s0" / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(line)["step"] for line in lines] == [0, 1]
@@ -68,6 +68,7 @@ def test_substitution_renders_the_same_placements_twice_and_scores_both(cli, tin
     ({"steps": 0}, "positive integers"), ({"methods": ["nso", "magic"]}, "Unknown method"),
     ({"gap": "weather"}, "Unknown gap"), ({"biased": ["025_mug"]}, "must be among the objects"),
     ({"colour": 3}, "unknown setting"), ({"detector": 3}, "detector and train"),
+    ({"gap": "illumination", "methods": ["autosim"]}, "autosim and lts cannot"),
 ])
 def test_bad_bench_config_gives_one_line_and_exit_code_2(cli, tmp_path, change, words):
     (tmp_path / "bench.json").write_text(json.dumps(TINY | change))
@@ -96,11 +97,13 @@ def test_ycb21_takes_every_object_and_its_table_pools_them():
 
     bench = load_bench_config("ycb21")
     assert bench.objects == bench.biased == builtin_names() and len(bench.objects) == 21
-    rows = [{"init": "different", "method": method, "test_ap": 0.3, "val_loss_first": 1.0, "val_loss": 0.9}
+    rows = [{"init": "different", "method": method, "steps": 12 + i, "test_ap": 0.3, "val_loss_first": 1.0,
+             "val_loss": 0.9}
             | {f"{key}/{obj}": value * (k + 1) / 21 for k, obj in enumerate(bench.biased)
                for key, value in (("ap_first", 0.1), ("ap", 0.2), ("tv_first", 0.9), ("tv_last", 0.5))}
-            for method in ("ns", "influence")]
+            for i, method in enumerate(("ns", "ns", "influence"))]
     table = markdown_table({"rows": rows, "biased": bench.biased}).splitlines()
-    assert len(table[0].split(" | ")) == 3 + 2 + 2  # one AP and one TV column for all 21 objects
+    assert len(table[0].split(" | ")) == 4 + 2 + 2  # one AP and one TV column for all 21 objects
+    assert table[2].split(" | ")[1:4] == ["ns", "2", "12–13"]  # two ns runs, one of them a step short
     # the mean over objects of value·(k+1)/21 for k < 21 is value·11/21
-    assert f"{100 * 0.1 * 11 / 21:.1f} → {100 * 0.2 * 11 / 21:.1f}" in table[2]
+    assert f"{100 * 0.1 * 11 / 21:.1f} → {100 * 0.2 * 11 / 21:.1f}" in table[3]

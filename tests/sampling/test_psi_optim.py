@@ -40,6 +40,19 @@ def test_normalized_step_has_length_lr_and_lighting_stays_on_simplex():
     assert w[2] > w[0]
 
 
+def test_a_common_shift_of_the_lighting_gradient_neither_moves_nor_shortens_the_step():
+    psi = make_psi()
+    opt = PsiOptimizer(psi, PsiOptimizerConfig(method="normalized", lr=0.1))
+    before = psi.objects["o"].lighting.weights().clone()
+    logits_before = psi.objects["o"].factors["azimuth"].logits.detach().clone()
+    azimuth = torch.linspace(-1, 1, 8, dtype=DTYPE)
+    grads = {"o/azimuth": azimuth * 1e-3, "o/lighting": torch.full((3,), 50.0, dtype=DTYPE)}  # all along (1, 1, 1)
+    assert opt.step(grads) == pytest.approx(0.1)  # the whole step goes to the logits
+    assert torch.allclose(psi.objects["o"].lighting.weights(), before)
+    moved = logits_before - psi.objects["o"].factors["azimuth"].logits.detach()
+    assert torch.allclose(moved, 0.1 * azimuth / azimuth.norm())
+
+
 @pytest.mark.parametrize("objects", [1, 4, 21])
 def test_per_object_step_does_not_shrink_with_the_number_of_objects(objects):
     names = [f"o{i}" for i in range(objects)]
