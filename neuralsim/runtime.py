@@ -253,12 +253,16 @@ def peak_memory_mb(device: torch.device) -> float:
 class PhaseClock:
     """Wall seconds and peak memory per named phase, over every entry: `with clock("render"): …`. Each entry
     starts a new memory peak, so phases must not nest. On a GPU each phase ends with a synchronisation, so
-    queued kernels count where they were launched."""
+    queued kernels count where they were launched. `count` tallies work (renders) beside the time."""
 
     def __init__(self, device: torch.device | None = None):
         self.device = device or torch.device("cpu")
         self.seconds: dict[str, float] = {}
         self.peak_mb: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def count(self, what: str, n: int) -> None:
+        self.counts[what] = self.counts.get(what, 0) + int(n)
 
     @contextlib.contextmanager
     def __call__(self, phase: str) -> Iterator[None]:

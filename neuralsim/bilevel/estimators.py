@@ -58,6 +58,9 @@ class Hypergradient:
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time per phase: val_grad, inverse_hvp (v), mixed (e_j) and render_vjp (pass 2) for nso; probe_render
     and grad_dot for influence; grad_dot for autosim."""
+    renders: dict[str, int] = field(default_factory=dict)
+    """Images the estimator rendered beyond the training set: probe_renders (influence), replay_renders (pass 2 of
+    nso, and of influence's lighting part)."""
 
 
 def _grads_of(objective: Tensor | None, leaves: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -102,6 +105,7 @@ def pathwise(psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tensor, ren
                     cotangents = (task.mixed(train.images[rows], train.targets[rows], v),)
             with clock("render_vjp"):
                 upstream = render_vjp(draws.obj, params.detach(), *cotangents)  # ∂(⟨x, e⟩ [+ ⟨b, e_b⟩])/∂params
+            clock.count("replay_renders", len(params))  # rendered again, with gradients (pass 2)
             surrogate = sum((p * u).sum() for p, u in zip(params.tensors(), upstream.tensors()) if p.requires_grad)
             grads = _add(grads, _grads_of(-surrogate / n_total if torch.is_tensor(surrogate) else None, leaves))
     return grads
@@ -139,6 +143,7 @@ def probe_bin_means(obj: ObjectPsi, factor: str, name: str, render: Render, task
     clock = clock or PhaseClock()
     with clock("probe_render"), torch.no_grad():
         images, targets = render(name, params)
+    clock.count("probe_renders", len(params))
     with clock("grad_dot"):
         return task.grad_dot(images, targets, v).reshape(k, probes).mean(dim=1)
 
@@ -184,4 +189,4 @@ def hypergradient(psi: Psi, train: TrainingSet, task: SecondOrderTask, config: H
         grads = influence(psi, train, task, inverse.v, render, generator, config.probes_per_bin,
                           vjp if config.influence_pathwise_lighting else None, config.replay_batch, clock)
     zeros = {n: torch.zeros_like(t) for n, t in psi.trainable().items()}
-    return Hypergradient({n: grads.get(n, zeros[n]) for n in zeros}, inverse, dict(clock.seconds))
+    return Hypergradient({n: grads.get(n, zeros[n]) for n in zeros}, inverse, dict(clock.seconds), dict(clock.counts))

@@ -290,6 +290,9 @@ class BilevelRun:
             val_loss = self.val_loss(self.model)
             test = evaluate_detector(self.model, self.test, batch_size=cfg.batch_size)
         timing = clock.seconds | {"total": time.perf_counter() - start}
+        # every image rendered this step: the training set(s), and what the estimator rendered beyond them
+        renders = {"training": len(self.names) * cfg.images_per_object * (cfg.lts.datasets if cfg.method == "lts" else 1),
+                   **clock.counts}
         if train is not None and t in (0, cfg.steps - 1):
             self._save_samples(train, t)
         record = {
@@ -299,7 +302,7 @@ class BilevelRun:
             "hypergradient_norm": None if grads is None else float(torch.sqrt(sum((g * g).sum() for g in grads.values()))),
             "seconds": timing, "peak_memory_mb": max(clock.peak_mb.values()), "peak_memory_mb_by_phase": clock.peak_mb,
             "detector_trainings": cfg.lts.datasets if cfg.method == "lts" else 1,
-            "images_rendered": len(self.names) * cfg.images_per_object * (cfg.lts.datasets if cfg.method == "lts" else 1),
+            "images_rendered": sum(renders.values()), "renders": renders,
         }
         self.run.log(t, **record)
         self._save_checkpoint(t)

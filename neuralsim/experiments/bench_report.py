@@ -136,7 +136,8 @@ def write_bench_report(out: str | Path) -> Path:
         report.figure(f"ap_{obj}", plot_method_bars(inits, methods, mean * 100, spread * 100, "AP (points)",
                                                     f"{obj}: test AP by initialisation and method"))
     report.table(["object", "ψ init", "method", "seeds", "AP mean", "AP std", "TV(ψ last, test)"], table)
-    report.heading("Compute per run (equal detector training for all but LTS)")
+    report.heading("Compute per run (equal detector training for all but LTS; images rendered include the estimator's "
+                   "own renders: influence's probes, nso's pass 2)")
     report.table(["method", "detector trainings", "images rendered", "seconds"],
                  [[m, *np.mean([[r["trainings"], r["images"], r["seconds"]] for r in rows if r["method"] == m], 0).tolist()]
                   for m in methods])

@@ -75,6 +75,8 @@ def test_nso_moves_psi_and_logs_every_step(assets, tmp_path):
     peaks = metrics[0]["peak_memory_mb_by_phase"]
     assert set(peaks) == set(phases) and metrics[0]["peak_memory_mb"] == max(peaks.values()) > 0
     assert np.isfinite(metrics[0]["hypergradient_norm"]) and metrics[0]["hypergradient_norm"] > 0
+    # 2 objects × 3 training images, each rendered again with gradients in pass 2
+    assert metrics[0]["renders"] == {"training": 6, "replay_renders": 6} and metrics[0]["images_rendered"] == 12
     first, last = np.array(metrics[0]["psi"]["a"]["azimuth"]), np.array(psi_of(path)["a"]["azimuth"])
     np.testing.assert_allclose(first, 0.25)
     assert np.abs(last - first).max() > 1e-3  # ψ moved
@@ -108,6 +110,8 @@ def test_the_estimator_follows_the_method(assets, tmp_path):
     path = BilevelRun(cfg, tmp_path / "influence").run_all()
     record = json.loads((path / "metrics.jsonl").read_text())
     assert {"probe_render", "grad_dot"} <= set(record["seconds"]) and "render_vjp" not in record["seconds"]
+    # probes: 2 objects × 4 azimuth bins × 4 per bin (elevation and radius have one bin each but are not optimised)
+    assert record["renders"] == {"training": 6, "probe_renders": 32} and record["images_rendered"] == 38
     with pytest.raises(UserError, match="hypergradient.method is 'autosim'"):
         dataclasses.replace(cfg, method="nso", hypergradient=dataclasses.replace(cfg.hypergradient, method="autosim"))
 
