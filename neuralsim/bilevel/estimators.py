@@ -57,10 +57,8 @@ class Hypergradient:
     inverse: InverseHVPResult  # v, its residual and the HVPs spent
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time per phase: val_grad, inverse_hvp (v), mixed (e_j) and render_vjp (pass 2) for nso; probe_render
-    and grad_dot for influence; grad_dot for autosim."""
-    renders: dict[str, int] = field(default_factory=dict)
-    """Images the estimator rendered beyond the training set: probe_renders (influence), replay_renders (pass 2 of
-    nso, and of influence's lighting part)."""
+    and grad_dot for influence; grad_dot for autosim. The renders beyond the training set are tallied on the clock
+    (`PhaseClock.counts`: probe_renders, replay_renders)."""
 
 
 def _grads_of(objective: Tensor | None, leaves: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -189,4 +187,4 @@ def hypergradient(psi: Psi, train: TrainingSet, task: SecondOrderTask, config: H
         grads = influence(psi, train, task, inverse.v, render, generator, config.probes_per_bin,
                           vjp if config.influence_pathwise_lighting else None, config.replay_batch, clock)
     zeros = {n: torch.zeros_like(t) for n, t in psi.trainable().items()}
-    return Hypergradient({n: grads.get(n, zeros[n]) for n in zeros}, inverse, dict(clock.seconds), dict(clock.counts))
+    return Hypergradient({n: grads.get(n, zeros[n]) for n in zeros}, inverse, dict(clock.seconds))

@@ -89,8 +89,8 @@ def markdown_table(summary: dict) -> str:
                                    ["ns", "lts", "autosim", "nso", "influence"].index(g[1])))
     for init, method in groups:
         rs = [r for r in rows if r["init"] == init and r["method"] == method]
-        steps = sorted({r["steps"] for r in rs})  # a run cut short or not yet extended shows here
-        cells = [init, method, str(len(rs)), "–".join(map(str, sorted({steps[0], steps[-1]})))]
+        low, high = min(r["steps"] for r in rs), max(r["steps"] for r in rs)  # a run cut short shows here
+        cells = [init, method, str(len(rs)), str(low) if low == high else f"{low}–{high}"]
         if pooled:
             rs = [r | {f"{key}/pooled": float(np.mean([r[f"{key}/{obj}"] or 0.0 for obj in biased]))
                        for key in ("ap_first", "ap", "tv_first", "tv_last")} for r in rs]
