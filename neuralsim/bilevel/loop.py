@@ -240,15 +240,30 @@ class BilevelRun:
             else self.cfg.train
         train_detector(model, data, tcfg, show_progress=False)
 
-    @torch.no_grad()
     def val_loss(self, model) -> float:
+        return float(self.losses(model, self.val).mean())
+
+    @torch.no_grad()
+    def losses(self, model, data: CocoDetectionData) -> Tensor:
+        """(N,) detection loss of each image of `data` (eval-mode normalisation), in its stored order."""
         model.eval()
-        total = 0.0
-        for start in range(0, len(self.val), self.cfg.batch_size):
-            images, targets = self.val.batch(list(range(start, min(start + self.cfg.batch_size, len(self.val)))))
+        out = []
+        for start in range(0, len(data), self.cfg.batch_size):
+            images, targets = data.batch(list(range(start, min(start + self.cfg.batch_size, len(data)))))
             targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
-            total += float(model(images.to(self.device), targets, detect=False).loss_per_image().sum())
-        return total / len(self.val)
+            out.append(model(images.to(self.device), targets, detect=False).loss_per_image().cpu())
+        return torch.cat(out)
+
+    def loss_record(self, model, split: str, data: CocoDetectionData) -> dict:
+        """The mean loss of a set and its mean over the images showing each class (an image showing several classes
+        counts for each): `{split}_loss` and `{split}_loss_per_class`, None for a class the set does not show."""
+        losses = self.losses(model, data)
+        shown = [set(data.target(j)["labels"].tolist()) for j in range(len(data))]
+        per_class = {}
+        for c, name in enumerate(self.names):
+            rows = [j for j, labels in enumerate(shown) if c in labels]
+            per_class[name] = float(losses[rows].mean()) if rows else None
+        return {f"{split}_loss": float(losses.mean()), f"{split}_loss_per_class": per_class}
 
     def _lts_train_and_evaluate(self, train: TrainingSet) -> float:
         model = copy.deepcopy(self._lts_base)
@@ -287,7 +302,7 @@ class BilevelRun:
         if grads is not None:
             self.optimizer.step(grads)
         with clock("evaluate"):
-            val_loss = self.val_loss(self.model)
+            losses = self.loss_record(self.model, "val", self.val) | self.loss_record(self.model, "test", self.test)
             test = evaluate_detector(self.model, self.test, batch_size=cfg.batch_size)
         timing = clock.seconds | {"total": time.perf_counter() - start}
         # every image rendered this step: the training set(s), and what the estimator rendered beyond them
@@ -296,7 +311,7 @@ class BilevelRun:
         if train is not None and t in (0, cfg.steps - 1):
             self._save_samples(train, t)
         record = {
-            "method": cfg.method, "val_loss": val_loss, "test_ap": test.ap, "test_ap50": test.ap50,
+            "method": cfg.method, **losses, "test_ap": test.ap, "test_ap50": test.ap50,
             "per_class": test.per_class, "psi": psi_used, "psi_after": self.psi.probabilities(), "cg_residual": cg_residual,
             "cg_negative_curvature": cg_negative, "lts_rewards": rewards,
             "hypergradient_norm": None if grads is None else float(torch.sqrt(sum((g * g).sum() for g in grads.values()))),

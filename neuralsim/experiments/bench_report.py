@@ -48,6 +48,9 @@ def summarise(out: str | Path) -> dict:
         row = {"init": init, "method": method, "seed": seed, "steps": len(metrics),
                "test_ap": _tail(metrics, lambda m: m["test_ap"]), "test_ap50": _tail(metrics, lambda m: m["test_ap50"]),
                "val_loss_first": metrics[0]["val_loss"], "val_loss": _tail(metrics, lambda m: m["val_loss"]),
+               # the test loss is logged since 2026-12-01; older runs have none
+               "test_loss_first": metrics[0].get("test_loss"),
+               "test_loss": _tail(metrics, lambda m: m["test_loss"]) if "test_loss" in last else None,
                "trainings": sum(m["detector_trainings"] for m in metrics),
                "images": sum(m["images_rendered"] for m in metrics),
                "seconds": sum(m["seconds"]["total"] for m in metrics)}
@@ -82,7 +85,7 @@ def markdown_table(summary: dict) -> str:
     head = ["ψ init", "method", "seeds", "steps"]
     for obj in ["biased objects (mean)"] if pooled else biased:
         head += [f"{obj} AP first → last {TAIL}", f"{obj} TV first → last"]
-    head += [f"AP all, last {TAIL}", f"val loss first → last {TAIL}"]
+    head += [f"AP all, last {TAIL}", f"val loss first → last {TAIL}", f"test loss first → last {TAIL}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     groups = sorted({(r["init"], r["method"]) for r in rows},
                     key=lambda g: (["same", "uniform", "different"].index(g[0]),
@@ -98,7 +101,9 @@ def markdown_table(summary: dict) -> str:
             cells.append(f"{cell([r[f'ap_first/{obj}'] or 0 for r in rs], 100)} → {cell([r[f'ap/{obj}'] for r in rs], 100)}")
             cells.append(f"{cell([r[f'tv_first/{obj}'] for r in rs], digits=2)} → {cell([r[f'tv_last/{obj}'] for r in rs], digits=2)}")
         cells.append(f"{cell([r['test_ap'] for r in rs], 100)}")
-        cells.append(f"{cell([r['val_loss_first'] for r in rs], digits=3)} → {cell([r['val_loss'] for r in rs], digits=3)}")
+        for key in ("val_loss", "test_loss"):
+            first, last = [r.get(f"{key}_first") for r in rs], [r.get(key) for r in rs]
+            cells.append("—" if None in first + last else f"{cell(first, digits=3)} → {cell(last, digits=3)}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -91,9 +91,17 @@ def test_nso_with_an_l1_box_loss_warns_that_boxes_cannot_move(assets, tmp_path):
         BilevelRun(cfg, tmp_path / "l1")
 
 
-def test_ns_keeps_psi(assets, tmp_path):
-    path = BilevelRun(config(assets, method="ns", steps=1), tmp_path / "ns").run_all()
+def test_ns_keeps_psi_and_logs_the_losses_per_class(assets, tmp_path):
+    run = BilevelRun(config(assets, method="ns", steps=1), tmp_path / "ns")
+    path = run.run_all()
     np.testing.assert_allclose(psi_of(path)["b"]["azimuth"], 0.25)
+    record = json.loads((path / "metrics.jsonl").read_text())
+    assert record["val_loss"] == pytest.approx(run.val_loss(run.model))
+    for split, data in (("val", run.val), ("test", run.test)):
+        per_image = run.losses(run.model, data)  # images 0, 2 show a; 1, 3 show b
+        expected = {"a": float(per_image[[0, 2]].mean()), "b": float(per_image[[1, 3]].mean())}
+        assert record[f"{split}_loss_per_class"] == pytest.approx(expected)
+        assert record[f"{split}_loss"] == pytest.approx(float(per_image.mean())) and expected["a"] != expected["b"]
 
 
 def test_resume_reaches_the_same_psi(assets, tmp_path):

@@ -98,12 +98,13 @@ def test_ycb21_takes_every_object_and_its_table_pools_them():
     bench = load_bench_config("ycb21")
     assert bench.objects == bench.biased == builtin_names() and len(bench.objects) == 21
     rows = [{"init": "different", "method": method, "steps": 12 + i, "test_ap": 0.3, "val_loss_first": 1.0,
-             "val_loss": 0.9}
+             "val_loss": 0.9} | ({"test_loss_first": 1.25, "test_loss": 1.125} if method == "influence" else {})
             | {f"{key}/{obj}": value * (k + 1) / 21 for k, obj in enumerate(bench.biased)
                for key, value in (("ap_first", 0.1), ("ap", 0.2), ("tv_first", 0.9), ("tv_last", 0.5))}
             for i, method in enumerate(("ns", "ns", "influence"))]
     table = markdown_table({"rows": rows, "biased": bench.biased}).splitlines()
-    assert len(table[0].split(" | ")) == 4 + 2 + 2  # one AP and one TV column for all 21 objects
+    assert len(table[0].split(" | ")) == 4 + 2 + 3  # one AP and one TV column for all 21 objects
+    assert table[2].endswith("| — |") and table[3].endswith("| 1.250 → 1.125 |")  # runs without a test loss: —
     assert table[2].split(" | ")[1:4] == ["ns", "2", "12–13"]  # two ns runs, one of them a step short
     # the mean over objects of value·(k+1)/21 for k < 21 is value·11/21
     assert f"{100 * 0.1 * 11 / 21:.1f} → {100 * 0.2 * 11 / 21:.1f}" in table[3]
