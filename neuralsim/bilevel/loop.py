@@ -315,6 +315,8 @@ class BilevelRun:
             "per_class": test.per_class, "psi": psi_used, "psi_after": self.psi.probabilities(), "cg_residual": cg_residual,
             "cg_negative_curvature": cg_negative, "lts_rewards": rewards,
             "hypergradient_norm": None if grads is None else float(torch.sqrt(sum((g * g).sum() for g in grads.values()))),
+            # h per ψ leaf ("object/factor"), before the ψ optimiser: its agreement from step to step tells signal from noise
+            "hypergradient": None if grads is None else {n: g.detach().flatten().tolist() for n, g in grads.items()},
             "seconds": timing, "peak_memory_mb": max(clock.peak_mb.values()), "peak_memory_mb_by_phase": clock.peak_mb,
             "detector_trainings": cfg.lts.datasets if cfg.method == "lts" else 1,
             "images_rendered": sum(renders.values()), "renders": renders,

@@ -75,6 +75,9 @@ def test_nso_moves_psi_and_logs_every_step(assets, tmp_path):
     peaks = metrics[0]["peak_memory_mb_by_phase"]
     assert set(peaks) == set(phases) and metrics[0]["peak_memory_mb"] == max(peaks.values()) > 0
     assert np.isfinite(metrics[0]["hypergradient_norm"]) and metrics[0]["hypergradient_norm"] > 0
+    leaves = metrics[0]["hypergradient"]  # the logged h per leaf, whose norm is the logged norm
+    assert set(leaves) == {"a/azimuth", "b/azimuth"} and all(len(g) == 4 for g in leaves.values())
+    assert np.sqrt(sum(np.square(g).sum() for g in leaves.values())) == pytest.approx(metrics[0]["hypergradient_norm"])
     # 2 objects × 3 training images, each rendered again with gradients in pass 2
     assert metrics[0]["renders"] == {"training": 6, "replay_renders": 6} and metrics[0]["images_rendered"] == 12
     first, last = np.array(metrics[0]["psi"]["a"]["azimuth"]), np.array(psi_of(path)["a"]["azimuth"])
