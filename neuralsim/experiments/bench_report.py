@@ -14,7 +14,8 @@ from neuralsim.experiments.report import Report, plot_method_bars, plot_psi_hist
 from neuralsim.runtime import atomic_write_json, atomic_write_text, read_json
 
 
-def _runs(out: Path) -> dict[tuple[str, str, int], list[dict]]:
+def load_runs(out: Path) -> dict[tuple[str, str, int], list[dict]]:
+    """(init, method, seed) → the metrics of each step of that run of the bench in `out` (runs with none left out)."""
     runs = {}
     for path in sorted((out / "runs").glob("*-s*")):
         init, method, seed = path.name.rsplit("-", 2)[0], path.name.rsplit("-", 2)[1], int(path.name.rsplit("-s", 1)[1])
@@ -43,7 +44,7 @@ def summarise(out: str | Path) -> dict:
     gap = GAPS[bench["gap"]]
     factor = gap.factor
     rows = []
-    for (init, method, seed), metrics in _runs(out).items():
+    for (init, method, seed), metrics in load_runs(out).items():
         last = metrics[-1]
         row = {"init": init, "method": method, "seed": seed, "steps": len(metrics),
                "test_ap": _tail(metrics, lambda m: m["test_ap"]), "test_ap50": _tail(metrics, lambda m: m["test_ap50"]),
@@ -147,7 +148,7 @@ def write_bench_report(out: str | Path) -> Path:
                  [[m, *np.mean([[r["trainings"], r["images"], r["seconds"]] for r in rows if r["method"] == m], 0).tolist()]
                   for m in methods])
     report.heading("ψ over the steps against the test distribution (seed 0)")
-    runs = _runs(out)
+    runs = load_runs(out)
     for (init, method, seed), metrics in sorted(runs.items()):
         if seed != min(s for (_, _, s) in runs) or method == "ns":
             continue
