@@ -69,7 +69,10 @@ def write_run_report(run_path: str | Path) -> Path:
         report.table(["object", "factor", "TV(ψ first, test)", "TV(ψ last, test)"], rows,
                      "Total-variation distance between ψ and the test set's distribution")
     report.heading("Losses and AP per step")
-    report.figure("curves", plot_curves(steps, {"validation loss": [m["val_loss"] for m in metrics]}, "loss", "validation loss"))
+    losses = {"validation loss": [m["val_loss"] for m in metrics]}
+    if all("test_loss" in m for m in metrics):  # logged since 2026-12-01
+        losses["test loss"] = [m["test_loss"] for m in metrics]
+    report.figure("curves", plot_curves(steps, losses, "loss", "validation and test loss"))
     report.figure("ap", plot_curves(steps, {"test AP": [m["test_ap"] or 0.0 for m in metrics],
                                             "test AP50": [m["test_ap50"] or 0.0 for m in metrics]}, "AP", "test AP"))
     report.table(["class", "AP first", "AP last", "AP50 first", "AP50 last"],
