@@ -2,8 +2,8 @@
 
 Prepares the pose-gap assets (cached), trains the detector one outer step on data drawn from ψ₀ exactly as the
 loop does, then holds θ and v fixed and draws each estimator many times on fresh training sets. Reports, per
-estimator and per choice of v: the cosine of single draws with the reference (the mean of all `influence` draws
-with the same v), its spread, and where the descent direction sends the biased objects' mass of the gap's factor.
+estimator and per choice of v: the cosine of single draws with the reference (the mean of all `influence` and
+`influence paired` draws with the same v), its spread, and where the descent direction sends the biased objects' mass of the gap's factor.
 
     .venv/bin/python benchmarks/bench_step0.py --gap pose --draws 8 [--demo] [--out benchmarks/results/step0-pose.json]
 """
@@ -36,6 +36,7 @@ ESTIMATORS = {  # name → τ of the training draws (None: discrete); "boxes hel
     "nso τ=1 boxes held": 1.0,
     "autosim": None,
     "influence": None,
+    "influence paired": None,  # probe j of every bin shares its other factors, background and shift
 }
 
 
@@ -47,7 +48,7 @@ def estimate(name: str, run: BilevelRun, task: DetectorTask, v: torch.Tensor, ge
                         labels="boxes held" not in name)
     if name == "autosim":
         return score_function(run.psi, train, task, v)
-    return influence(run.psi, train, task, v, run.source, generator, probes)
+    return influence(run.psi, train, task, v, run.source, generator, probes, paired_probes="paired" in name)
 
 
 def label_check(run: BilevelRun, task: DetectorTask, v: torch.Tensor, obj: str, factor: str, n: int,
@@ -152,7 +153,9 @@ def main() -> None:
                                              args.probes), names) for d in range(args.draws)]
                 seconds[name] = (time.perf_counter() - tick) / args.draws
                 print(f"{v_name} {name}: {seconds[name]:.1f} s per draw", flush=True)
-            reference = torch.stack(draws["influence"]).mean(0) if "influence" in draws else None
+            # both influence variants are unbiased for the same gradient: their pooled mean is the reference
+            pooled = [h for name, hs in draws.items() if name.startswith("influence") for h in hs]
+            reference = torch.stack(pooled).mean(0) if pooled else None
             rows = {}
             for name, hs in draws.items():
                 mean = torch.stack(hs).mean(0)

@@ -34,6 +34,10 @@ class HypergradientConfig:
     pathwise_labels: bool = True  # nso: the boxes move with the render (where the task and the renderer allow it)
     baseline: str = "leave_one_out"  # autosim: b_j = mean of the other images' ∇θl·v of the same object, or none
     probes_per_bin: int = 4  # influence: stratified probe renders per bin
+    paired_probes: bool = False
+    """influence: probe j of every bin shares its other factors, lighting, background and shift, and its offset
+    within the bin (common random numbers). Each bin's mean stays unbiased; what is common to the probes cancels
+    in the differences between bins, which is all the logits' gradient uses."""
     influence_pathwise_lighting: bool = True  # influence: lighting weights by the pathwise gradient
     inverse_hvp: InverseHVPConfig = field(default_factory=InverseHVPConfig)
 
@@ -127,11 +131,14 @@ def score_function(psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tenso
 
 
 def probe_bin_means(obj: ObjectPsi, factor: str, name: str, render: Render, task: SecondOrderTask, v: Tensor,
-                    probes: int, generator: torch.Generator, clock: PhaseClock | None = None) -> Tensor:
+                    probes: int, generator: torch.Generator, clock: PhaseClock | None = None,
+                    paired: bool = False) -> Tensor:
     """m_i = E[∇θ l(x, θ)·v | V_factor in bin i], (k,): `probes` renders per bin at stratified offsets within
-    the bin, the other factors drawn from ψ."""
+    the bin, the other factors drawn from ψ — independently for every render, or, `paired`, once per probe
+    index and shared by all bins."""
     k = obj.factors[factor].k
-    noise = obj.draw_noise(k * probes, generator)
+    noise = obj.draw_noise(probes, generator).select(torch.arange(probes).repeat(k)) if paired \
+        else obj.draw_noise(k * probes, generator)
     params = obj.discrete(noise)
     bins = torch.arange(k).repeat_interleave(probes)  # (k·P,)
     jitter = (torch.arange(probes, dtype=v.dtype).repeat(k) + noise.factors[factor].jitter) / probes
@@ -148,7 +155,8 @@ def probe_bin_means(obj: ObjectPsi, factor: str, name: str, render: Render, task
 
 def influence(psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tensor, render: Render,
               generator: torch.Generator, probes_per_bin: int = 4, render_vjp: RenderVJP | None = None,
-              replay_batch: int = 1, clock: PhaseClock | None = None) -> dict[str, Tensor]:
+              replay_batch: int = 1, clock: PhaseClock | None = None,
+              paired_probes: bool = False) -> dict[str, Tensor]:
     """Ours: dL_val/dp_{o,i} ≈ −(n_o/N)·m_i per categorical factor, then the softmax Jacobian (by autograd);
     lighting weights by the pathwise gradient over the training set when `render_vjp` is given."""
     grads: dict[str, Tensor] = {}
@@ -159,7 +167,8 @@ def influence(psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tensor, re
             logits = obj.factors[f].logits
             if not logits.requires_grad:
                 continue
-            m = probe_bin_means(obj, f, draws.obj, render, task, v, probes_per_bin, generator, clock)  # (k,)
+            m = probe_bin_means(obj, f, draws.obj, render, task, v, probes_per_bin, generator, clock,
+                                paired_probes)  # (k,)
             grads[f"{draws.obj}/{f}"] = torch.autograd.grad(obj.factors[f].probs(), logits, -weight * m)[0]
     if render_vjp is not None:
         # the appearance leaves alpha, and so the boxes, unchanged: no label term
@@ -185,6 +194,7 @@ def hypergradient(psi: Psi, train: TrainingSet, task: SecondOrderTask, config: H
         grads = score_function(psi, train, task, inverse.v, config.baseline, clock)
     else:
         grads = influence(psi, train, task, inverse.v, render, generator, config.probes_per_bin,
-                          vjp if config.influence_pathwise_lighting else None, config.replay_batch, clock)
+                          vjp if config.influence_pathwise_lighting else None, config.replay_batch, clock,
+                          config.paired_probes)
     zeros = {n: torch.zeros_like(t) for n, t in psi.trainable().items()}
     return Hypergradient({n: grads.get(n, zeros[n]) for n in zeros}, inverse, dict(clock.seconds))

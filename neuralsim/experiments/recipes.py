@@ -80,6 +80,8 @@ class BenchConfig:
     `PsiOptimizerConfig.per_object`."""
     psi_natural: bool = True
     """Natural-gradient (mirror-descent) ψ steps on the bin logits; see `PsiOptimizerConfig.natural`."""
+    paired_probes: bool = False
+    """influence: probe j of every bin shares everything but the bin; see `HypergradientConfig.paired_probes`."""
     damping: float = 0.1
     cg_iterations: int = 10
     hvp_images: int = 48
@@ -239,7 +241,7 @@ def run_config(bench: BenchConfig, prepared: Prepared, init: str, method: str, s
         factors=[gap.factor], method=method, steps=bench.steps, images_per_object=bench.images_per_object,
         source=SourceConfig(size=bench.size, seed=seed), detector=bench.detector, detector_init=prepared.detectors[init],
         train=bench.train, hypergradient=HypergradientConfig(
-            method=estimator, tau=bench.tau, pathwise_labels=bench.pathwise_labels,
+            method=estimator, tau=bench.tau, pathwise_labels=bench.pathwise_labels, paired_probes=bench.paired_probes,
             inverse_hvp=InverseHVPConfig(damping=bench.damping, iterations=bench.cg_iterations)),
         psi_optimizer=PsiOptimizerConfig(method=bench.psi_optimizer, lr=bench.psi_lr, natural=bench.psi_natural,
                                          per_object=bench.psi_per_object), hvp_images=bench.hvp_images,

@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from neuralsim.bilevel.data import draw_training_set, full_image_vjp
-from neuralsim.bilevel.estimators import HypergradientConfig, hypergradient, influence, pathwise, score_function
+from neuralsim.bilevel.estimators import (
+    HypergradientConfig,
+    hypergradient,
+    influence,
+    pathwise,
+    probe_bin_means,
+    score_function,
+)
 from neuralsim.bilevel.inverse_hvp import InverseHVPConfig, inverse_hvp
 from neuralsim.bilevel.toy import exact_expected_gradient, fit
 from neuralsim.errors import UserError
@@ -109,9 +116,39 @@ def test_score_function_is_unbiased_and_influence_is_exact(toy):
     cos, rel = agreement(sf, want)
     assert cos >= 0.97 and rel <= 0.25, (cos, rel)
 
-    inf = flat(influence(psi, train, task, v, toy.render, torch.Generator().manual_seed(6), probes_per_bin=16), names)
-    cos, rel = agreement(inf, want)
-    assert cos >= 0.999 and rel <= 0.03, (cos, rel)
+    for paired in (False, True):
+        inf = flat(influence(psi, train, task, v, toy.render, torch.Generator().manual_seed(6), probes_per_bin=16,
+                             paired_probes=paired), names)
+        cos, rel = agreement(inf, want)
+        assert cos >= 0.999 and rel <= 0.03, (paired, cos, rel)
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_paired_probes_share_everything_but_the_bin(toy, paired):
+    psi, train, task, _ = setup(toy, tau=None, trainable=("azimuth",))
+    v = task.val_grad()
+    obj = psi.objects["a"]
+    seen = []
+
+    def recording(name, params):
+        seen.append(params)
+        return toy.render(name, params)
+
+    probes, k = 3, obj.factors["azimuth"].k
+    m = probe_bin_means(obj, "azimuth", "a", recording, task, v, probes, torch.Generator().manual_seed(0),
+                        paired=paired)
+    assert m.shape == (k,) and torch.isfinite(m).all()
+    (params,) = seen
+    assert (params.bins["azimuth"] == torch.arange(k).repeat_interleave(probes)).all()
+    width = 360.0 / k
+    start = obj.factors["azimuth"].value_in_bin(params.bins["azimuth"], torch.zeros(len(params), dtype=v.dtype))
+    offset = torch.remainder(params.azimuth_deg - start, 360.0)  # within the bin, stratified by probe index
+    stratum = torch.arange(probes).repeat(k)
+    assert ((offset >= width / probes * stratum - 1e-6) & (offset < width / probes * (stratum + 1) + 1e-6)).all()
+    shared = [params.elevation_deg, params.radius, params.placement, offset]
+    same = [torch.allclose(t.reshape(k, probes, -1), t.reshape(k, probes, -1)[:1].expand(k, -1, -1), atol=1e-9)
+            for t in shared]
+    assert same == [paired] * 4, same
 
 
 def test_every_method_gives_every_trainable_leaf(toy):
