@@ -75,6 +75,8 @@ class BenchConfig:
     each object's step in the zoom runs with two biased objects (docs/RESULTS.md). `psi_per_object` makes the
     scaling automatic."""
     psi_optimizer: str = "normalized"
+    psi_gate: float = 1.0
+    """`gated` ψ optimiser: the threshold in standard errors; see `PsiOptimizerConfig.gate`."""
     psi_per_object: bool = False
     """Normalised ψ steps of length psi_lr per object (on average) rather than in all; see
     `PsiOptimizerConfig.per_object`."""
@@ -244,7 +246,8 @@ def run_config(bench: BenchConfig, prepared: Prepared, init: str, method: str, s
             method=estimator, tau=bench.tau, pathwise_labels=bench.pathwise_labels, paired_probes=bench.paired_probes,
             inverse_hvp=InverseHVPConfig(damping=bench.damping, iterations=bench.cg_iterations)),
         psi_optimizer=PsiOptimizerConfig(method=bench.psi_optimizer, lr=bench.psi_lr, natural=bench.psi_natural,
-                                         per_object=bench.psi_per_object), hvp_images=bench.hvp_images,
+                                         per_object=bench.psi_per_object, gate=bench.psi_gate),
+        hvp_images=bench.hvp_images,
         seed=seed, device=bench.device)
 
 

@@ -1,5 +1,6 @@
-"""ψ optimisers: SGD, normalised SGD and Adam on ψ's leaves (logits, lighting weights), given a hypergradient;
-simplex-parameterised lighting is projected back after each step. The step size is checked, never silently 0."""
+"""ψ optimisers: SGD, normalised SGD, Adam and gated dual averaging on ψ's leaves (logits, lighting weights), given
+a hypergradient; simplex-parameterised lighting is projected back after each step. The step size is checked, never
+silently 0."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torch import Tensor
 from neuralsim.errors import UserError
 from neuralsim.sampling.psi import Psi
 
-METHODS = ("sgd", "normalized", "adam")
+METHODS = ("sgd", "normalized", "adam", "gated")
 
 
 @dataclass
@@ -20,7 +21,14 @@ class PsiOptimizerConfig:
     """The ψ step. `normalized`: ψ ← ψ − lr·h/‖h‖ (‖·‖ over all trainable leaves together), so the step
     length is lr whatever the hypergradient's raw scale — and K objects with gradients of similar size each move
     by about lr/√K, so scale lr with √K when comparing runs with different numbers of objects; `adam` adapts per
-    coordinate; `sgd` uses h as is."""
+    coordinate; `sgd` uses h as is.
+
+    `gated`: dual averaging of the normalised steps with a significance gate. With u_1 … u_t the steps `normalized`
+    would have taken (without lr), ψ_t = ψ_0 − lr·t·S(ū_t, gate·se_t): ū_t is their mean, se_t its standard error
+    per coordinate (their spread over the steps /√t) and S the soft threshold, sign(x)·max(|x| − c, 0). A
+    coordinate moves away from ψ_0 only as far as its mean direction stands out of its step-to-step noise; with
+    gate = 0 it is exactly `normalized` (ψ_t = ψ_0 − lr·Σu). A linear filter (momentum, Adam's first moment) cannot
+    do this: it leaves the end point the same sum of noisy steps. The first step moves nothing (no spread yet)."""
 
     method: str = "normalized"
     lr: float = 0.5
@@ -33,6 +41,8 @@ class PsiOptimizerConfig:
     """`normalized` only: divide by the root-mean-square of the objects' gradient norms instead of their total norm,
     so that an object moves by lr on average whatever the number of objects (K objects: the step is √K times the
     plain normalised one). Objects with larger gradients still move further than others."""
+    gate: float = 1.0
+    """`gated` only: the threshold in standard errors."""
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
 
@@ -41,6 +51,8 @@ class PsiOptimizerConfig:
             raise UserError(f"ψ optimiser must be one of {METHODS}, not {self.method!r}.")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"ψ step size (lr) must be a positive finite number, got {self.lr}.")
+        if not (math.isfinite(self.gate) and self.gate >= 0):
+            raise UserError(f"ψ optimiser gate must be a finite number ≥ 0 (standard errors), got {self.gate}.")
 
 
 class PsiOptimizer:
@@ -49,8 +61,9 @@ class PsiOptimizer:
     def __init__(self, psi: Psi, config: PsiOptimizerConfig):
         self.psi, self.config = psi, config
         self.t = 0
-        self.m: dict[str, Tensor] = {}
-        self.s: dict[str, Tensor] = {}
+        self.m: dict[str, Tensor] = {}  # adam: first moment; gated: sum of the unit steps
+        self.s: dict[str, Tensor] = {}  # adam: second moment; gated: sum of their squares
+        self.origin = {name: t.detach().clone() for name, t in psi.trainable().items()}  # gated: ψ_0
 
     def step(self, hypergradient: dict[str, Tensor]) -> float:
         """Apply one step; returns its length ‖Δψ‖. A non-finite hypergradient stops with a clear message."""
@@ -90,15 +103,36 @@ class PsiOptimizer:
         scaled = grad / p.clamp_min(torch.finfo(grad.dtype).tiny)
         return scaled - scaled.mean()
 
+    def _unit(self, grads: dict[str, Tensor]) -> dict[str, Tensor]:
+        """h/‖h‖, or h over the root-mean-square of the objects' norms (`per_object`)."""
+        norm = torch.sqrt(sum((g * g).sum() for g in grads.values()))
+        if self.config.per_object:
+            norm = norm / math.sqrt(len({name.rsplit("/", 1)[0] for name in grads}))
+        return {n: g / norm.clamp_min(torch.finfo(g.dtype).tiny) for n, g in grads.items()}
+
+    def _gated(self, grads: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The step that takes each leaf to ψ_0 − lr·t·S(ū_t, gate·se_t)."""
+        t, params, deltas = self.t, self.psi.trainable(), {}
+        for n, u in self._unit(grads).items():
+            self.m[n] = self.m.get(n, torch.zeros_like(u)) + u
+            self.s[n] = self.s.get(n, torch.zeros_like(u)) + u * u
+            mean = self.m[n] / t
+            if t < 2:
+                shrunk = torch.zeros_like(mean)
+            else:
+                se = ((self.s[n] - t * mean * mean).clamp_min(0) / (t - 1) / t).sqrt()
+                shrunk = mean.sign() * (mean.abs() - self.config.gate * se).clamp_min(0)
+            deltas[n] = params[n].detach() - (self.origin[n] - self.config.lr * t * shrunk)
+        return deltas
+
     def _deltas(self, grads: dict[str, Tensor]) -> dict[str, Tensor]:
         lr = self.config.lr
         if self.config.method == "sgd":
             return {n: lr * g for n, g in grads.items()}
         if self.config.method == "normalized":
-            norm = torch.sqrt(sum((g * g).sum() for g in grads.values()))
-            if self.config.per_object:
-                norm = norm / math.sqrt(len({name.rsplit("/", 1)[0] for name in grads}))
-            return {n: lr * g / norm.clamp_min(torch.finfo(g.dtype).tiny) for n, g in grads.items()}
+            return {n: lr * u for n, u in self._unit(grads).items()}
+        if self.config.method == "gated":
+            return self._gated(grads)
         b1, b2 = self.config.betas
         deltas = {}
         for n, g in grads.items():
@@ -109,12 +143,15 @@ class PsiOptimizer:
         return deltas
 
     def state_dict(self) -> dict:
-        """Plain data for checkpoints (resume continues the same Adam moments)."""
+        """Plain data for checkpoints (resume continues the same Adam moments, or the same gated sums and ψ_0)."""
         return {"t": self.t, "m": {n: v.tolist() for n, v in self.m.items()},
-                "s": {n: v.tolist() for n, v in self.s.items()}}
+                "s": {n: v.tolist() for n, v in self.s.items()},
+                "origin": {n: v.tolist() for n, v in self.origin.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         params = self.psi.parameters()
         self.t = int(state["t"])
         self.m = {n: torch.tensor(v, dtype=params[n].dtype) for n, v in state["m"].items()}
         self.s = {n: torch.tensor(v, dtype=params[n].dtype) for n, v in state["s"].items()}
+        if "origin" in state:  # checkpoints from before the gated method have none and do not need it
+            self.origin = {n: torch.tensor(v, dtype=params[n].dtype) for n, v in state["origin"].items()}

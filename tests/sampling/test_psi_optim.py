@@ -122,3 +122,69 @@ def test_natural_gradient_moves_mass_to_the_best_bin_whatever_its_probability():
     others = [0, 2, 3, 4, 6, 7]
     assert natural[1] / natural[others].max() > 1.5 * plain[1] / plain[others].max()
     assert _linear_loss_steps(True, 12)[1] > 0.9
+
+
+def _gated_run(grads: list[dict[str, torch.Tensor]], config: PsiOptimizerConfig, resume_at: int | None = None):
+    """ψ after stepping through `grads` (names o0…/azimuth), optionally rebuilt from its state mid-way."""
+    names = sorted({n.split("/")[0] for n in grads[0]})
+    psi = init_psi(PsiInit(names)).set_trainable(["azimuth"])
+    opt = PsiOptimizer(psi, config)
+    for t, g in enumerate(grads):
+        if t == resume_at:
+            state, psi = opt.state_dict(), init_psi(PsiInit(names)).set_trainable(["azimuth"])
+            with torch.no_grad():
+                for n, leaf in psi.trainable().items():
+                    leaf.copy_(current[n])
+            opt = PsiOptimizer(psi, config)
+            opt.load_state_dict(state)
+        opt.step(g)
+        current = {n: leaf.detach().clone() for n, leaf in psi.trainable().items()}
+    return torch.stack([current[f"{o}/azimuth"] for o in names])
+
+
+def _noisy_grads(steps: int, signal: torch.Tensor, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """Object o0 has a steady direction `signal` under unit noise, o1…o3 only noise."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(steps):
+        g = {f"o{i}/azimuth": torch.randn(8, generator=gen, dtype=DTYPE) for i in range(4)}
+        g["o0/azimuth"] = g["o0/azimuth"] + signal
+        out.append(g)
+    return out
+
+
+def test_gated_without_a_gate_is_the_normalized_step():
+    grads = _noisy_grads(6, torch.linspace(-1, 1, 8, dtype=DTYPE))
+    for per_object in (False, True):
+        plain = _gated_run(grads, PsiOptimizerConfig(method="normalized", lr=0.4, per_object=per_object))
+        gated = _gated_run(grads, PsiOptimizerConfig(method="gated", gate=0.0, lr=0.4, per_object=per_object))
+        torch.testing.assert_close(gated, plain)
+
+
+def test_gated_step_keeps_noise_at_psi0_and_follows_a_steady_signal():
+    signal = 1.5 * torch.linspace(-1, 1, 8, dtype=DTYPE)
+    start = _gated_run(_noisy_grads(1, signal), PsiOptimizerConfig(method="gated", lr=0.4))
+    origin = init_psi(PsiInit(["o0"])).objects["o0"].factors["azimuth"].logits.detach()
+    torch.testing.assert_close(start, origin.expand(4, 8))  # no spread after one step: nothing moves
+    plain_noise, gated_noise, gated_signal = [], [], []
+    for seed in range(5):
+        grads = _noisy_grads(16, signal, seed)
+        plain = _gated_run(grads, PsiOptimizerConfig(method="normalized", lr=0.4, per_object=True)) - origin
+        gated = _gated_run(grads, PsiOptimizerConfig(method="gated", gate=1.0, lr=0.4, per_object=True)) - origin
+        plain_noise.append(plain[1:].norm(dim=1).mean())
+        gated_noise.append(gated[1:].norm(dim=1).mean())
+        gated_signal.append(torch.nn.functional.cosine_similarity(-gated[0], signal, dim=0))
+    assert sum(gated_noise) < 0.5 * sum(plain_noise)  # the noise-only objects wander less than half as far
+    assert min(gated_signal) > 0.85  # the object with a signal still moves along it
+
+
+def test_gated_resume_continues_to_the_same_psi():
+    grads = _noisy_grads(7, torch.linspace(-1, 1, 8, dtype=DTYPE))
+    config = PsiOptimizerConfig(method="gated", lr=0.4, per_object=True)
+    torch.testing.assert_close(_gated_run(grads, config, resume_at=4), _gated_run(grads, config))
+
+
+@pytest.mark.parametrize("gate", [-1.0, float("inf"), float("nan")])
+def test_gate_must_be_finite_and_not_negative(gate):
+    with pytest.raises(UserError, match="gate"):
+        PsiOptimizerConfig(method="gated", gate=gate)
