@@ -107,10 +107,15 @@ def test_ns_keeps_psi_and_logs_the_losses_per_class(assets, tmp_path):
         assert record[f"{split}_loss"] == pytest.approx(float(per_image.mean())) and expected["a"] != expected["b"]
 
 
-def test_resume_reaches_the_same_psi(assets, tmp_path):
-    full = BilevelRun(config(assets, steps=2), tmp_path / "full").run_all()
-    BilevelRun(config(assets, steps=1), tmp_path / "cut").run_all()  # as if killed after step 0
-    resumed = BilevelRun(config(assets, steps=2), tmp_path / "cut", resume=True).run_all()
+@pytest.mark.parametrize("optimizer", ["normalized", "gated"])
+def test_resume_reaches_the_same_psi(assets, tmp_path, optimizer):
+    def cfg(steps):
+        c = config(assets, steps=steps)  # gated: its sums and ψ₀ travel in the checkpoint
+        return dataclasses.replace(c, psi_optimizer=dataclasses.replace(c.psi_optimizer, method=optimizer, gate=0.5))
+
+    full = BilevelRun(cfg(2), tmp_path / "full").run_all()
+    BilevelRun(cfg(1), tmp_path / "cut").run_all()  # as if killed after step 0
+    resumed = BilevelRun(cfg(2), tmp_path / "cut", resume=True).run_all()
     assert psi_of(resumed) == psi_of(full)
     assert [json.loads(l)["step"] for l in (resumed / "metrics.jsonl").read_text().splitlines()] == [0, 1]
 
