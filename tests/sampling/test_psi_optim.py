@@ -129,6 +129,7 @@ def _gated_run(grads: list[dict[str, torch.Tensor]], config: PsiOptimizerConfig,
     names = sorted({n.split("/")[0] for n in grads[0]})
     psi = init_psi(PsiInit(names)).set_trainable(["azimuth"])
     opt = PsiOptimizer(psi, config)
+    current = {n: leaf.detach().clone() for n, leaf in psi.trainable().items()}
     for t, g in enumerate(grads):
         if t == resume_at:
             state, psi = opt.state_dict(), init_psi(PsiInit(names)).set_trainable(["azimuth"])
