@@ -28,7 +28,8 @@ class PsiOptimizerConfig:
     per coordinate (their spread over the steps /√t) and S the soft threshold, sign(x)·max(|x| − c, 0). A
     coordinate moves away from ψ_0 only as far as its mean direction stands out of its step-to-step noise; with
     gate = 0 it is exactly `normalized` (ψ_t = ψ_0 − lr·Σu). A linear filter (momentum, Adam's first moment) cannot
-    do this: it leaves the end point the same sum of noisy steps. The first step moves nothing (no spread yet)."""
+    do this: it leaves the end point the same sum of noisy steps. With a gate the first step moves nothing (no spread
+    yet)."""
 
     method: str = "normalized"
     lr: float = 0.5
@@ -117,8 +118,8 @@ class PsiOptimizer:
             self.m[n] = self.m.get(n, torch.zeros_like(u)) + u
             self.s[n] = self.s.get(n, torch.zeros_like(u)) + u * u
             mean = self.m[n] / t
-            if t < 2:
-                shrunk = torch.zeros_like(mean)
+            if t < 2:  # no spread yet: nothing stands out of it, unless there is no gate
+                shrunk = mean if self.config.gate == 0 else torch.zeros_like(mean)
             else:
                 se = ((self.s[n] - t * mean * mean).clamp_min(0) / (t - 1) / t).sqrt()
                 shrunk = mean.sign() * (mean.abs() - self.config.gate * se).clamp_min(0)
