@@ -39,7 +39,7 @@ class PsiOptimizerConfig:
     p_i(∂L/∂p_i − Σ_j p_j ∂L/∂p_j), so mass flows to a better bin at a rate that does not shrink with
     that bin's current probability. Lighting weights on the simplex are left as they are."""
     per_object: bool = False
-    """`normalized` only: divide by the root-mean-square of the objects' gradient norms instead of their total norm,
+    """`normalized` and `gated`: divide by the root-mean-square of the objects' gradient norms instead of their total norm,
     so that an object moves by lr on average whatever the number of objects (K objects: the step is √K times the
     plain normalised one). Objects with larger gradients still move further than others."""
     gate: float = 1.0
