@@ -59,7 +59,7 @@ def main() -> None:
     args = ap.parse_args()
     bench = read_json(args.bench / "bench.json", "Benchmark record")["bench"]
     gap = dataclasses.replace(GAPS[bench["gap"]], objects=tuple(bench["objects"]), biased=tuple(bench["biased"]))
-    result = {"bench": str(args.bench), "method": args.method, "seeds": {}}
+    result = {"bench": str(args.bench), "method": args.method, "runs": {}}
     for (init, method, seed), metrics in sorted(load_runs(args.bench).items()):
         if method != args.method:
             continue
@@ -70,7 +70,7 @@ def main() -> None:
         error = max(abs(np.asarray(p[o][gap.factor]) - np.asarray(m["psi_after"][o][gap.factor])).max()
                     for p, m in zip(recorded, metrics) for o in gap.objects)
         if error > 1e-6:
-            raise SystemExit(f"seed {seed}: replaying with the run's own optimiser is off by {error:.2g}; "
+            raise SystemExit(f"{init} seed {seed}: replaying with the run's own optimiser is off by {error:.2g}; "
                              "the metrics do not match its config")
         rows = {}
         for gate in (float(g) for g in args.gates.split(",")):
@@ -80,13 +80,15 @@ def main() -> None:
             per_object = {}
             for o in gap.objects:
                 p, p0 = np.asarray(final[o][gap.factor]), np.asarray(psi0.probabilities()[o][gap.factor])
-                target, dominant = float(p[np.asarray(target_probs(gap, o)) > 0].sum()), float(p[p0.argmax()])
+                target = float(p[np.asarray(target_probs(gap, o)) > 0].sum())
+                # ψ₀'s dominant bin; a ψ₀ without one (uniform) has none to stay in
+                dominant = float(p[p0.argmax()]) if np.sum(p0 == p0.max()) == 1 else None
                 per_object[o] = {"target": target, "psi0_bin": dominant}
-                counts["target" if target >= 0.5 else "psi0_bin" if dominant >= 0.5 else "elsewhere"] += 1
+                counts["target" if target >= 0.5 else "psi0_bin" if (dominant or 0) >= 0.5 else "elsewhere"] += 1
             rows[gate] = {"counts": counts, "per_object": per_object}
-            print(f"seed {seed}, gate {gate:g}: {counts['target']} objects at the test bins, {counts['psi0_bin']} "
+            print(f"{init} seed {seed}, gate {gate:g}: {counts['target']} objects at the test bins, {counts['psi0_bin']} "
                   f"at ψ₀'s bin, {counts['elsewhere']} elsewhere")
-        result["seeds"][seed] = {"replay_error": error, "gates": rows}
+        result["runs"][f"{init}-s{seed}"] = {"replay_error": error, "gates": rows}
     if args.out:
         atomic_write_json(args.out, result)
 

@@ -51,10 +51,7 @@ def register(app: typer.Typer) -> None:
             cfg = load_config(config)
             overrides = {k: v for k, v in {"method": method, "steps": steps, "seed": seed, "device": device}.items()
                          if v is not None}
-            cfg = dataclasses.replace(cfg, **overrides)
-            if method is not None:
-                cfg.hypergradient = dataclasses.replace(cfg.hypergradient, method=method if method in
-                                                        ("nso", "autosim", "influence") else cfg.hypergradient.method)
+            cfg = cfg.with_overrides(**overrides)
 
         def show(t: int, record: dict) -> None:
             ap = record["test_ap"]

@@ -26,7 +26,7 @@ def export_dataset(fields: dict[str, str | Path], psi_path: str | Path, n_per_ob
     missing = [o for o in names if o not in fields]
     if missing:
         raise UserError(f"ψ {psi_path} has object(s) {missing} but no field was given for them.")
-    lighting = next(iter(psi.objects.values())).lighting.names
+    lighting = psi.lighting_names()
     source = FieldSource(load_fields({o: fields[o] for o in names}), names, lighting, config)
     coco = CocoBuilder(names)
     generator = torch.Generator().manual_seed(derive_seed(seed, "export"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -101,6 +102,15 @@ class OptimizeConfig:
                                 "(hypergradient.method may be left out).")
             self.hypergradient = dataclasses.replace(self.hypergradient, method=self.method)
 
+    def with_overrides(self, **overrides) -> OptimizeConfig:
+        """This config with some fields replaced; a new `method` takes the estimator with it (an estimator method sets
+        hypergradient.method, the others reset it to the default)."""
+        if "method" in overrides:
+            method = overrides["method"]
+            estimator = method if method in ESTIMATORS else HypergradientConfig.method
+            overrides["hypergradient"] = dataclasses.replace(self.hypergradient, method=estimator)
+        return dataclasses.replace(self, **overrides)
+
     def validate(self) -> None:
         if self.method not in METHODS:
             raise UserError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}.")
@@ -137,7 +147,7 @@ class BilevelRun:
             raise UserError(f"Validation images are {self.val.width}x{self.val.height} px but source.size is {cfg.source.size}.")
         self.psi = self._initial_psi()
         self.fields = load_fields({o: cfg.fields[o] for o in self.names if o in cfg.fields}, self.device)
-        self.source = FieldSource(self.fields, self.names, self.psi_lighting(), cfg.source)
+        self.source = FieldSource(self.fields, self.names, self.psi.lighting_names(), cfg.source)
         self.run = RunDir(out, to_plain(cfg), resume=resume, overwrite=overwrite)
         self.model = self._initial_detector()
         self.optimizer = PsiOptimizer(self.psi, cfg.psi_optimizer)
@@ -158,7 +168,14 @@ class BilevelRun:
         if missing:
             raise UserError(f"ψ has no distribution for object(s) {missing} of the validation set.")
         psi = Psi({o: psi.objects[o] for o in self.names})
-        return psi.set_trainable([] if cfg.method == "ns" else cfg.factors)
+        factors = [] if cfg.method == "ns" else cfg.factors
+        psi.set_trainable(factors)  # refuses unknown factors
+        single = sorted({f for f in factors for o in psi.objects.values()
+                         if len(o.lighting.names if f == "lighting" else o.factors[f].probs()) < 2})
+        if single:
+            raise UserError(f"Factor(s) {', '.join(single)} of ψ are to be optimised but have a single bin (or lighting "
+                            "condition), so their gradient is always 0: give them more bins or leave them out of factors.")
+        return psi
 
     def _load_shots(self, path: str | None) -> TensorDetectionData | None:
         if path is None:
@@ -171,12 +188,6 @@ class BilevelRun:
                             f"{self.val.width}x{self.val.height}.")
         images, targets = shots.batch(list(range(len(shots))))
         return TensorDetectionData(images, targets, list(self.names))
-
-    def psi_lighting(self) -> list[str]:
-        names = {tuple(o.lighting.names) for o in self.psi.objects.values()}
-        if len(names) != 1:
-            raise UserError("Every object of ψ must mix the same lighting conditions.")
-        return list(names.pop())
 
     def _initial_detector(self):
         cfg = self.cfg
@@ -202,10 +213,16 @@ class BilevelRun:
         return self.run.path / "checkpoint"
 
     def _save_checkpoint(self, step: int) -> None:
-        save_detector(self.model, self.checkpoint_dir / "detector")
+        # The detector goes to a folder of its own step and state.json, written last and atomically, names it: a kill
+        # between the two writes leaves the previous step's state with the previous step's detector.
+        detector = f"detector-{step:04d}"
+        save_detector(self.model, self.checkpoint_dir / detector)
         atomic_write_json(self.checkpoint_dir / "state.json", {
-            "step": step, "psi": self.psi.to_json(), "psi_optimizer": self.optimizer.state_dict(),
-            "lts_baseline": self.lts.baseline})
+            "step": step, "detector": detector, "psi": self.psi.to_json(),
+            "psi_optimizer": self.optimizer.state_dict(), "lts_baseline": self.lts.baseline})
+        for old in self.checkpoint_dir.glob("detector*"):
+            if old.name != detector and old.is_dir():
+                shutil.rmtree(old)
         self.psi.save(self.run.path / "psi.json")
 
     def _load_checkpoint(self) -> None:
@@ -219,7 +236,7 @@ class BilevelRun:
         self.optimizer = PsiOptimizer(self.psi, self.cfg.psi_optimizer)
         self.optimizer.load_state_dict(state["psi_optimizer"])
         self.lts.baseline = state["lts_baseline"]
-        self.model = load_detector(self.checkpoint_dir / "detector", self.device)
+        self.model = load_detector(self.checkpoint_dir / state.get("detector", "detector"), self.device)
         self.next_step = int(state["step"]) + 1
         self.run.truncate_metrics(int(state["step"]))
 

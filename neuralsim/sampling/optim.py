@@ -5,6 +5,7 @@ silently 0."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -27,9 +28,10 @@ class PsiOptimizerConfig:
     would have taken (without lr), ψ_t = ψ_0 − lr·t·S(ū_t, gate·se_t): ū_t is their mean, se_t its standard error
     per coordinate (their spread over the steps /√t) and S the soft threshold, sign(x)·max(|x| − c, 0). A
     coordinate moves away from ψ_0 only as far as its mean direction stands out of its step-to-step noise; with
-    gate = 0 it is exactly `normalized` (ψ_t = ψ_0 − lr·Σu). A linear filter (momentum, Adam's first moment) cannot
-    do this: it leaves the end point the same sum of noisy steps. With a gate the first step moves nothing (no spread
-    yet)."""
+    gate = 0 it is exactly `normalized` on the bin logits (ψ_t = ψ_0 − lr·Σu; simplex lighting weights are projected
+    once from ψ_0 − lr·Σu rather than after every step, which can differ at the simplex's boundary). A linear filter
+    (momentum, Adam's first moment) cannot do this: it leaves the end point the same sum of noisy steps. With a gate
+    the first step moves nothing (no spread yet)."""
 
     method: str = "normalized"
     lr: float = 0.5
@@ -76,6 +78,8 @@ class PsiOptimizer:
             if not torch.isfinite(hypergradient[name]).all():
                 raise UserError(f"The hypergradient of ψ '{name}' is not finite (NaN or inf); stopping here — "
                                 "the last good checkpoint is kept.")
+        if not any(bool(hypergradient[name].any()) for name in params):
+            warnings.warn("The hypergradient is exactly 0 for every ψ leaf: ψ does not move this step.", stacklevel=2)
         self.t += 1
         grads = {name: self._tangent(name, hypergradient[name].detach()) for name in params}
         if self.config.natural:

@@ -184,12 +184,20 @@ class FactorPsi:
         bins = FactorBins.from_json(data, name, what)
         logits = data.get("logits")
         if logits is not None:
-            a = np.asarray(logits, dtype=np.float64)
-            if a.shape != bins.probs.shape or not np.all(np.isfinite(a)):
-                raise UserError(f"{what}: factor '{name}' logits must be {bins.k} finite numbers, one per bin.")
-            if np.max(np.abs(np.exp(a - a.max()) / np.exp(a - a.max()).sum() - bins.probs)) > 1e-4:
-                raise UserError(f"{what}: factor '{name}' logits and probs disagree; give one of them or both consistent.")
+            _check_logits(logits, bins.probs, f"{what}: factor '{name}'", "probs")
         return cls.from_bins(bins, logits)
+
+
+def _check_logits(logits, probs: np.ndarray, what: str, against: str) -> None:
+    """Stored logits must be one finite number per entry of `probs`, and their softmax must be `probs`."""
+    try:
+        a = np.asarray(logits, dtype=np.float64)
+    except (TypeError, ValueError):
+        a = np.empty(0)
+    if a.shape != probs.shape or not np.all(np.isfinite(a)):
+        raise UserError(f"{what} logits must be {len(probs)} finite numbers, one per entry of {against}.")
+    if np.max(np.abs(np.exp(a - a.max()) / np.exp(a - a.max()).sum() - probs)) > 1e-4:
+        raise UserError(f"{what} logits and {against} disagree; give one of them or both consistent.")
 
 
 # ----------------------------------------------------------------------------- lighting
@@ -247,6 +255,7 @@ class LightingPsi:
             raise UserError(f"{what}: lighting parameterisation must be one of {LIGHTING_PARAMETERISATIONS}, not {kind!r}.")
         psi = cls.from_weights(lighting, kind)
         if kind == "logits" and "logits" in data:
+            _check_logits(data["logits"], lighting.weights, f"{what}: lighting", "weights")
             psi.param = torch.tensor(data["logits"], dtype=DTYPE)
         return psi
 
@@ -328,6 +337,15 @@ class Psi:
         for name, t in self.parameters().items():
             t.requires_grad_(name.split("/")[-1] in factors)
         return self
+
+    def lighting_names(self) -> list[str]:
+        """The lighting conditions every object mixes, in their order; one list for all objects, since renders place
+        each object's weights onto one shared list of anchors."""
+        names = {tuple(o.lighting.names) for o in self.objects.values()}
+        if len(names) != 1:
+            raise UserError("Every object of ψ must mix the same lighting conditions in the same order; found "
+                            + " and ".join(str(list(n)) for n in sorted(names)) + ".")
+        return list(names.pop())
 
     def project(self) -> None:
         """Put every simplex-parameterised lighting back on the simplex (after an optimiser step)."""

@@ -16,10 +16,8 @@ from neuralsim.bilevel.loop import BilevelRun, OptimizeConfig
 from neuralsim.bilevel.reinforce import ReinforceConfig
 from neuralsim.data.coco import CocoBuilder
 from neuralsim.errors import UserError
-from neuralsim.fields.grid import GridFieldConfig
-from neuralsim.fit.synthetic import write_sphere_capture
-from neuralsim.fit.trainer import FitConfig, fit
 from neuralsim.sampling.psi import Psi
+from neuralsim.tasks.checkpoint import load_detector, save_detector
 from neuralsim.tasks.detector import DetectorConfig
 from neuralsim.tasks.train import TrainConfig
 
@@ -27,12 +25,9 @@ SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
+def assets(tmp_path_factory, sphere_field):
     root = tmp_path_factory.mktemp("loop")
-    capture = write_sphere_capture(root / "capture", views=16, size=SIZE)
-    cfg = FitConfig(steps=60, rays_per_step=1024, eval_every=0, occupancy_start=1000,
-                    field=GridFieldConfig(density_resolution=24, feature_resolution=12, occupancy_resolution=16))
-    fit(capture, root / "field", cfg, device=torch.device("cpu"), show_progress=False)
+    (root / "field").symlink_to(sphere_field, target_is_directory=True)
     for split in ("val", "test"):
         coco = CocoBuilder(["a", "b"])
         (root / split / "images").mkdir(parents=True)
@@ -84,7 +79,8 @@ def test_nso_moves_psi_and_logs_every_step(assets, tmp_path):
     np.testing.assert_allclose(first, 0.25)
     assert np.abs(last - first).max() > 1e-3  # ψ moved
     np.testing.assert_allclose(last.sum(), 1.0)
-    assert (path / "samples" / "step_000.png").is_file() and (path / "checkpoint" / "detector").is_dir()
+    assert (path / "samples" / "step_000.png").is_file() and (path / "checkpoint" / "detector-0001").is_dir()
+    assert sorted(p.name for p in (path / "checkpoint").iterdir()) == ["detector-0001", "state.json"]
 
 
 def test_nso_with_an_l1_box_loss_warns_that_boxes_cannot_move(assets, tmp_path):
@@ -114,7 +110,13 @@ def test_resume_reaches_the_same_psi(assets, tmp_path, optimizer):
         return dataclasses.replace(c, psi_optimizer=dataclasses.replace(c.psi_optimizer, method=optimizer, gate=0.5))
 
     full = BilevelRun(cfg(2), tmp_path / "full").run_all()
-    BilevelRun(cfg(1), tmp_path / "cut").run_all()  # as if killed after step 0
+    cut = BilevelRun(cfg(1), tmp_path / "cut").run_all()  # as if killed after step 0
+    # ... and killed again while checkpointing step 1: its detector written, state.json not yet
+    model = load_detector(cut / "checkpoint" / "detector-0000")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    save_detector(model, cut / "checkpoint" / "detector-0001")
     resumed = BilevelRun(cfg(2), tmp_path / "cut", resume=True).run_all()
     assert psi_of(resumed) == psi_of(full)
     assert [json.loads(l)["step"] for l in (resumed / "metrics.jsonl").read_text().splitlines()] == [0, 1]
@@ -130,6 +132,9 @@ def test_the_estimator_follows_the_method(assets, tmp_path):
     assert record["renders"] == {"training": 6, "probe_renders": 32} and record["images_rendered"] == 38
     with pytest.raises(UserError, match="hypergradient.method is 'autosim'"):
         dataclasses.replace(cfg, method="nso", hypergradient=dataclasses.replace(cfg.hypergradient, method="autosim"))
+    nso = cfg.with_overrides(method="nso")  # the CLI's --method on a config that names another estimator
+    assert nso.method == nso.hypergradient.method == "nso"
+    assert cfg.with_overrides(method="ns", steps=3).hypergradient.method == HypergradientConfig.method
 
 
 def test_lts_trains_k_detectors_per_step_and_logs_their_rewards(assets, tmp_path):
@@ -154,7 +159,9 @@ def test_bad_configs(assets, tmp_path):
         with pytest.raises(UserError, match=f"method {method} cannot optimise the lighting"):
             BilevelRun(dataclasses.replace(cfg, method=method, hypergradient=HypergradientConfig(),
                                            factors=["azimuth", "lighting"]), tmp_path / "w")
-    assert not any((tmp_path / d).exists() for d in "xyw")
+    with pytest.raises(UserError, match="elevation of ψ are to be optimised but have a single bin"):
+        BilevelRun(dataclasses.replace(cfg, factors=["azimuth", "elevation"]), tmp_path / "v")
+    assert not any((tmp_path / d).exists() for d in "xywv")
 
 
 def test_nan_hypergradient_stops_and_keeps_the_last_checkpoint(assets, tmp_path, monkeypatch):

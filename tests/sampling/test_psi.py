@@ -139,3 +139,29 @@ def test_bad_psi_file_shape(tmp_path):
         Psi.load(path)
     with pytest.raises(UserError, match="Unknown"):
         init_psi(PsiInit(["a"])).set_trainable(["pose"])
+
+
+@pytest.mark.parametrize("logits, message", [
+    ([0.0, 0.0], "3 finite numbers"),
+    ([0.0, "x", 1.0], "3 finite numbers"),
+    ([0.0, 0.0, 5.0], "disagree"),
+])
+def test_bad_lighting_logits_are_one_clear_user_error(tmp_path, logits, message):
+    lighting = {"names": ["x", "y", "z"], "weights": [0.2, 0.3, 0.5], "parameterisation": "logits", "logits": logits}
+    path = tmp_path / "psi.json"
+    path.write_text(json.dumps({"objects": {"mug": {"lighting": lighting}}}))
+    with pytest.raises(UserError, match=message) as info:
+        Psi.load(path)
+    assert "\n" not in str(info.value) and "mug" in str(info.value)
+    good = dict(lighting, logits=np.log([0.2, 0.3, 0.5]).tolist())
+    path.write_text(json.dumps({"objects": {"mug": {"lighting": good}}}))
+    assert torch.allclose(Psi.load(path).objects["mug"].lighting.weights(), torch.tensor([0.2, 0.3, 0.5], dtype=DTYPE))
+
+
+def test_every_object_must_mix_the_same_lighting_in_the_same_order():
+    psi = init_psi(PsiInit(["a", "b"], lighting=["x", "y"]))
+    assert psi.lighting_names() == ["x", "y"]
+    swapped = init_psi(PsiInit(["b"], lighting=["y", "x"]))
+    psi.objects["b"] = swapped.objects["b"]
+    with pytest.raises(UserError, match="same order"):
+        psi.lighting_names()

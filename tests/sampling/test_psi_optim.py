@@ -189,3 +189,10 @@ def test_gated_resume_continues_to_the_same_psi():
 def test_gate_must_be_finite_and_not_negative(gate):
     with pytest.raises(UserError, match="gate"):
         PsiOptimizerConfig(method="gated", gate=gate)
+
+
+def test_a_zero_hypergradient_warns_that_psi_stays():
+    psi = make_psi()
+    opt = PsiOptimizer(psi, PsiOptimizerConfig())
+    with pytest.warns(UserWarning, match="exactly 0"):
+        assert opt.step({n: torch.zeros_like(t) for n, t in psi.trainable().items()}) == 0.0
