@@ -62,7 +62,8 @@ class Hypergradient:
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time per phase: val_grad, inverse_hvp (v), mixed (e_j) and render_vjp (pass 2) for nso; probe_render
     and grad_dot for influence; grad_dot for autosim. The renders beyond the training set are tallied on the clock
-    (`PhaseClock.counts`: probe_renders, replay_renders)."""
+    (`PhaseClock.counts`: probe_renders, replay_renders). With a `clock` passed in, this is that clock's whole
+    record, the caller's earlier phases (the loop's render and train) included."""
 
 
 def _grads_of(objective: Tensor | None, leaves: dict[str, Tensor]) -> dict[str, Tensor]:
