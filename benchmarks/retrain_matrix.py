@@ -6,8 +6,10 @@ follows the ψ and the part that follows the seed.
         --psi learned-s0=RESULTS_DIR/psi-influence-s0.json ... [--own influence] [--gap ycb21] [--out matrix.json]
 
 A row named `--own` (default `influence`) at seed k is the ψ learned with seed k, i.e. `learned-s{k}`. The gain of a
-cell (ψ, seed) is AP(ψ, seed) − AP(ψ₀, seed): ψ₀ retrained with the same seed, so data draws and detector seeds are
-shared. Per object, the gain is set against the mass that ψ puts on the object's target bins: if the gain follows the
+cell (ψ, seed) is AP(ψ, seed) − AP(ψ₀, seed): ψ₀ retrained with the same seed, so the detector's initialisation and
+batch order are shared. `bench_gap_headroom.py` draws ψ₀'s (`--inits different`) training data from other random
+numbers than every ψ file's; ψ₀ given as a file (`--psi psi0-crn=<ψ₀ file>`) is drawn from the same ones, so that
+`--psi0 psi0-crn` compares cells in which only ψ differs (common random numbers). Per object, the gain is set against the mass that ψ puts on the object's target bins: if the gain follows the
 object's own ψ, the correlation holds across seeds; if it is detector noise, the per-object gains of one ψ under two
 seeds agree no better than those of two ψ under one seed.
 """
@@ -46,7 +48,7 @@ def corr(x: list[float], y: list[float]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", type=Path, nargs="+")
-    ap.add_argument("--psi0", default="different")
+    ap.add_argument("--psi0", default="different", help="the cells every gain is taken against (one per seed)")
     ap.add_argument("--psi", action="append", default=[], metavar="NAME=FILE", required=True)
     ap.add_argument("--own", default="influence")
     ap.add_argument("--gap", default="ycb21")
@@ -56,7 +58,7 @@ def main() -> None:
     cells = load_cells(args.files, args.own)
     psi_files = dict(item.split("=", 1) for item in args.psi)
     seeds = sorted({s for (name, s) in cells if name == args.psi0})
-    names = [n for n in psi_files if any((n, s) in cells for s in seeds)]
+    names = [n for n in psi_files if n != args.psi0 and any((n, s) in cells for s in seeds)]
     objects = list(cells[(args.psi0, seeds[0])]["per_class"])
     gap = dataclasses.replace(GAPS[args.gap], objects=tuple(objects), biased=tuple(objects)) if args.gap else None
     mass = {}
