@@ -254,6 +254,9 @@ class LightingPsi:
         if kind not in LIGHTING_PARAMETERISATIONS:
             raise UserError(f"{what}: lighting parameterisation must be one of {LIGHTING_PARAMETERISATIONS}, not {kind!r}.")
         psi = cls.from_weights(lighting, kind)
+        raw = np.asarray(data["weights"], dtype=np.float64)
+        if kind == "simplex" and abs(raw.sum() - 1.0) < 1e-12:
+            psi.param = torch.tensor(raw, dtype=DTYPE)  # as written: a resumed run continues from the same bits
         if kind == "logits" and "logits" in data:
             _check_logits(data["logits"], lighting.weights, f"{what}: lighting", "weights")
             psi.param = torch.tensor(data["logits"], dtype=DTYPE)
