@@ -3,6 +3,7 @@ every (method, seed) cell runs, the report is written, a second call reuses the 
 config gets one line and exit code 2."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,14 @@ def test_ycb21_takes_every_object_and_its_table_pools_them():
     assert table[2].split(" | ")[1:4] == ["ns", "2", "12–13"]  # two ns runs, one of them a step short
     # the mean over objects of value·(k+1)/21 for k < 21 is value·11/21
     assert f"{100 * 0.1 * 11 / 21:.1f} → {100 * 0.2 * 11 / 21:.1f}" in table[3]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "benchmarks" / "configs").glob("*.json")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_bench_config_loads_and_validates(path):
+    """The configs that docs/RESULTS.md's commands name stay readable as the settings evolve."""
+    from neuralsim.experiments.recipes import load_bench_config
+
+    bench = load_bench_config(str(path))
+    stored = json.loads(path.read_text())
+    assert bench.objects == stored["objects"] and bench.gap == stored["gap"]
