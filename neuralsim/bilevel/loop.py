@@ -148,8 +148,8 @@ class BilevelRun:
         self.psi = self._initial_psi()
         self.fields = load_fields({o: cfg.fields[o] for o in self.names if o in cfg.fields}, self.device)
         self.source = FieldSource(self.fields, self.names, self.psi.lighting_names(), cfg.source)
-        self.run = RunDir(out, to_plain(cfg), resume=resume, overwrite=overwrite)
         self.model = self._initial_detector()
+        self.run = RunDir(out, to_plain(cfg), resume=resume, overwrite=overwrite)
         self.optimizer = PsiOptimizer(self.psi, cfg.psi_optimizer)
         self.lts = Reinforce(self._lts_train_and_evaluate, self.source, cfg.lts)
         self.next_step = 0
@@ -196,6 +196,10 @@ class BilevelRun:
             if model.config.num_classes != len(self.names):
                 raise UserError(f"Detector {cfg.detector_init} has {model.config.num_classes} classes but the "
                                 f"validation set has {len(self.names)}.")
+            names = list(model.config.category_names)
+            if names and names != list(self.names):
+                raise UserError(f"Detector {cfg.detector_init} has its classes in another order ({', '.join(names)}) "
+                                f"than the validation set ({', '.join(self.names)}).")
         else:
             dcfg = copy.deepcopy(cfg.detector)
             dcfg.num_classes, dcfg.category_names = len(self.names), list(self.names)

@@ -195,6 +195,10 @@ def ensure_pretrained_detector(root: Path, bench: BenchConfig, fields: dict[str,
     """A detector trained (backbone included) on field renders drawn from ψ₀ = `init`; cached."""
     spec = {"fields": fields, "n": bench.pretrain_per_object, "epochs": bench.pretrain_epochs, "init": init,
             "psi0": initial_psi(bench.gap_spec, init).to_json(), "detector": bench.detector, "size": bench.size}
+    if list(bench.objects) != sorted(bench.objects):
+        # class c is the c-th object, and the dicts above hash without order: record an order other than the sorted
+        # one (left out when sorted, which keeps the keys of the detectors cached before the order was recorded)
+        spec["class_order"] = list(bench.objects)
     return cached(root, "detectors", f"pretrained-{init}", spec, lambda out: _pretrain(bench, fields, init, out))
 
 

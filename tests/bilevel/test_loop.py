@@ -164,6 +164,21 @@ def test_bad_configs(assets, tmp_path):
     assert not any((tmp_path / d).exists() for d in "xywv")
 
 
+def test_a_detector_with_its_classes_in_another_order_is_refused(assets, tmp_path):
+    from neuralsim.tasks.detector import build_from_config
+
+    cfg = config(assets)
+    runs = {}
+    for order in ("ba", "ab"):
+        detector = dataclasses.replace(cfg.detector, num_classes=2, category_names=list(order))
+        path = save_detector(build_from_config(detector), tmp_path / order)
+        runs[order] = dataclasses.replace(cfg, detector_init=str(path))
+    with pytest.raises(UserError, match="classes in another order"):
+        BilevelRun(runs["ba"], tmp_path / "run-ba")
+    assert not (tmp_path / "run-ba").exists()
+    assert BilevelRun(runs["ab"], tmp_path / "run-ab").model.config.category_names == ["a", "b"]
+
+
 def test_nan_hypergradient_stops_and_keeps_the_last_checkpoint(assets, tmp_path, monkeypatch):
     import neuralsim.bilevel.loop as loop
     from neuralsim.bilevel.estimators import Hypergradient
