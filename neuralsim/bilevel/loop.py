@@ -231,8 +231,10 @@ class BilevelRun:
 
     def _load_checkpoint(self) -> None:
         path = self.checkpoint_dir / "state.json"
-        if not path.is_file():
-            return  # killed before the first step finished: start from the beginning
+        if not path.is_file():  # killed before the first step was checkpointed: start from the beginning
+            if (self.run.path / "metrics.jsonl").is_file():
+                self.run.truncate_metrics(-1)  # its step 0 may be logged already
+            return
         state = read_json(path, "Checkpoint")
         trainable = [n.split("/")[-1] for n in self.psi.trainable()]
         self.psi.objects = Psi.from_json(state["psi"], "checkpointed ψ").objects

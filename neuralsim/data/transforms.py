@@ -80,6 +80,8 @@ def load_rgba(image_path: Path, mask_path: Path | None, size_hw: tuple[int, int]
                 mask = np.asarray(m.convert("L"), dtype=np.float32) / 255.0
         except FileNotFoundError:
             raise UserError(f"Mask {mask_path} is missing.") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise UserError(f"Mask {mask_path} cannot be read ({e}).") from None
         if mask.shape != tuple(size_hw):
             raise UserError(f"Mask {mask_path} has size {mask.shape[1]}x{mask.shape[0]}, not that of its image.")
         rgba[..., 3] = mask
@@ -93,7 +95,26 @@ def load_rgba(image_path: Path, mask_path: Path | None, size_hw: tuple[int, int]
     return rgba
 
 
+PINHOLE_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE")
+DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+
+
 def _intrinsics(data: dict, path: Path, first_image: Path | None) -> Intrinsics:
+    try:
+        return _pinhole(data, path, first_image)
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: the camera intrinsics (w, h, fl_x, fl_y, cx, cy, camera_angle_x) must be numbers.") from None
+
+
+def _pinhole(data: dict, path: Path, first_image: Path | None) -> Intrinsics:
+    model = data.get("camera_model", "OPENCV")
+    if model not in PINHOLE_MODELS:
+        raise UserError(f"{path} has camera_model {model!r}; neuralsim models pinhole cameras only "
+                        f"({', '.join(PINHOLE_MODELS)}): undistort the images first.")
+    distorted = {k: data[k] for k in DISTORTION_KEYS if float(data.get(k) or 0.0) != 0.0}
+    if distorted:
+        raise UserError(f"{path} gives lens distortion ({', '.join(f'{k}={v}' for k, v in distorted.items())}); "
+                        "neuralsim models pinhole cameras only: undistort the images first.")
     if "fl_x" in data:
         missing = [k for k in ("fl_x", "w", "h") if k not in data]
         if missing:
@@ -164,11 +185,20 @@ def load_capture(root: str | Path, check_images: bool = True) -> Capture:
         frames.append(Frame(_resolve_file(root, str(fr["file_path"])), m, appearance, fr.get("mask_path")))
     intrinsics = _intrinsics(data, path, root / frames[0].file_path)
     meta = data.get("neuralsim", {}) or {}
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: 'neuralsim' must be a JSON object of neuralsim's extra fields.")
     n_app = max(f.appearance_id for f in frames) + 1
-    names = list(meta.get("appearance_names", [])) or [f"appearance_{k}" for k in range(n_app)]
+    names = meta.get("appearance_names", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{path}: neuralsim.appearance_names must be a list of names (strings).")
+    names = list(names) or [f"appearance_{k}" for k in range(n_app)]
     if len(names) < n_app:
         raise UserError(f"{path}: frames use appearance_id up to {n_app - 1} but only {len(names)} names are given.")
     splits = _splits(data, frames, path)
+    untrained = [names[k] for k in range(len(names)) if all(frames[i].appearance_id != k for i in splits["train"])]
+    if untrained:
+        raise UserError(f"{path}: lighting condition(s) {', '.join(untrained)} have no training frame, so the field "
+                        "could not learn their appearance.")
     capture = Capture(root, intrinsics, frames, splits, names, meta)
     if check_images:
         for fr in frames:
@@ -203,6 +233,9 @@ def _splits(data: dict, frames: list[Frame], path: Path) -> dict[str, list[int]]
         splits[s] = [index[n] for n in names]
     if not splits["train"]:
         raise UserError(f"{path}: train_filenames is empty.")
+    if not splits["test"]:
+        raise UserError(f"{path}: test_filenames is empty or missing; the fit needs held-out views to measure itself "
+                        "(list some, or give no splits at all and every 10th frame is held out).")
     return splits
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuralsim.experiments.gaps import GAPS, total_variation
+from neuralsim.experiments.gaps import bench_gap, total_variation
 from neuralsim.experiments.report import Report, plot_method_bars, plot_psi_history
 from neuralsim.runtime import atomic_write_json, atomic_write_text, read_json
 
@@ -31,7 +31,10 @@ TAIL = 3
 
 
 def _tail(metrics: list[dict], value) -> float:
-    return float(np.mean([value(m) or 0.0 for m in metrics[-TAIL:]]))
+    """Mean of `value` over the last `TAIL` steps; NaN when any of them logged none (a diverged loss is logged as
+    null, and must not read as a loss of 0)."""
+    values = [value(m) for m in metrics[-TAIL:]]
+    return float("nan") if any(v is None for v in values) else float(np.mean(values))
 
 
 def summarise(out: str | Path) -> dict:
@@ -41,7 +44,7 @@ def summarise(out: str | Path) -> dict:
 
     out = Path(out)
     bench = read_json(out / "bench.json", "Benchmark record")["bench"]
-    gap = GAPS[bench["gap"]]
+    gap = bench_gap(bench["gap"], bench["objects"], bench["biased"])
     factor = gap.factor
     rows = []
     for (init, method, seed), metrics in load_runs(out).items():
@@ -63,7 +66,7 @@ def summarise(out: str | Path) -> dict:
             row[f"tv_first/{obj}"] = total_variation(metrics[0]["psi"][obj][factor], target)
             row[f"tv_last/{obj}"] = total_variation(last["psi_after"][obj][factor], target)
         rows.append(row)
-    summary = {"gap": bench["gap"], "biased": bench["biased"], "rows": rows}
+    summary = {"gap": bench["gap"], "objects": bench["objects"], "biased": bench["biased"], "rows": rows}
     atomic_write_json(out / "summary.json", summary)
     return summary
 
@@ -117,7 +120,7 @@ def write_bench_report(out: str | Path) -> Path:
     out = Path(out)
     summary = summarise(out)
     rows, biased = summary["rows"], summary["biased"]
-    gap = GAPS[summary["gap"]]
+    gap = bench_gap(summary["gap"], summary["objects"], biased)
     report = Report(f"neuralsim bench — {gap.name} gap")
     if rows:
         atomic_write_text(out / "summary.md", markdown_table(summary))

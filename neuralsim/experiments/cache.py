@@ -1,7 +1,7 @@
 """A content-addressed cache of captures, fields and scene sets, so experiments make each once.
 
 Each entry is a folder named after what it holds and a hash of the exact configuration that made it;
-entries are built with staged output folders, so a folder that exists is complete. Every `ensure_*`
+entries are built in staged output folders, so a folder that exists is complete. Every `ensure_*`
 is a plain function of its inputs and outputs on disk, ready to be farmed out (e.g. to Ray tasks).
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from neuralsim.runtime import to_plain
+from neuralsim.runtime import staged_output_dir, to_plain
 
 
 def cache_root(path: str | Path | None = None) -> Path:
@@ -30,10 +30,12 @@ def config_key(config: Any) -> str:
 
 
 def cached(root: Path, kind: str, name: str, config: Any, build: Callable[[Path], Any]) -> Path:
-    """The entry `root/kind/name-<hash(config)>`, built by `build(path)` when it does not exist yet."""
+    """The entry `root/kind/name-<hash(config)>`, built by `build(folder)` when it does not exist yet, in a staged
+    folder renamed into place when `build` returns: an interrupted build (a fit stopped midway) leaves no entry."""
     path = Path(root) / kind / f"{name}-{config_key(config)}"
     if not path.exists():
-        build(path)
+        with staged_output_dir(path) as stage:
+            build(stage)
     return path
 
 

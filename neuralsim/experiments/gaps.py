@@ -9,6 +9,7 @@ run (Table 1): the pose gap's setting with all 21 objects, every one of them bia
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +46,11 @@ GAPS: dict[str, Gap] = {
     "ycb21": Gap("ycb21", "azimuth", 8, 0.0, 360.0, target_bin=0, different_bin=4, objects=tuple(builtin_names()),
                  biased=tuple(builtin_names())),
 }
+
+
+def bench_gap(name: str, objects, biased) -> Gap:
+    """The gap `name` with a benchmark's own objects and biased objects."""
+    return dataclasses.replace(GAPS[name], objects=tuple(objects), biased=tuple(biased))
 
 
 def _one_hot(k: int, index: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from neuralsim.bilevel.field_source import SourceConfig
 from neuralsim.bilevel.loop import BilevelRun, OptimizeConfig
 from neuralsim.errors import UserError
 from neuralsim.experiments.cache import cache_root, cached, ensure_capture, ensure_field, ensure_scene_set
-from neuralsim.experiments.gaps import GAPS, INITS, Gap, initial_distributions, target_distributions
+from neuralsim.experiments.gaps import GAPS, INITS, Gap, bench_gap, initial_distributions, target_distributions
 from neuralsim.fit.trainer import FitConfig
 from neuralsim.runtime import atomic_write_json, derive_seed, from_plain, read_json, resolve_device, to_plain
 from neuralsim.sampling.bins import ObjectDistribution
@@ -113,12 +113,14 @@ class BenchConfig:
         bad = [k for k, v in counts.items() if not isinstance(v, int) or v < 1]
         if bad:
             raise UserError(f"Bench settings {bad} must be positive integers (or non-empty lists).")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds):
+            raise UserError(f"Seeds must be whole numbers ≥ 0, got {self.seeds!r}.")
         if not isinstance(self.shots_per_object, int) or self.shots_per_object < 0:
             raise UserError(f"shots_per_object must be a whole number ≥ 0, got {self.shots_per_object!r}.")
 
     @property
     def gap_spec(self) -> Gap:
-        return dataclasses.replace(GAPS[self.gap], objects=tuple(self.objects), biased=tuple(self.biased))
+        return bench_gap(self.gap, self.objects, self.biased)
 
 
 def load_bench_config(gap_or_path: str) -> BenchConfig:
@@ -264,7 +266,7 @@ def run_cell(config: OptimizeConfig, out: Path) -> Path:
         # read back through the dataclass, so that a setting added since the run began counts at its default
         stored = to_plain(from_plain(OptimizeConfig, read_json(out / "config.json", "Run config"), f"{out}/config.json"))
         wanted = to_plain(config)
-        if {**stored, "steps": None} != {**wanted, "steps": None}:
+        if {**stored, "steps": None, "device": None} != {**wanted, "steps": None, "device": None}:  # any device
             raise UserError(f"{out} holds a run of another configuration; remove it or choose another --out.")
         done = read_json(state, "Checkpoint")["step"] + 1 if state.is_file() else 0
         if done == config.steps:
@@ -275,8 +277,9 @@ def run_cell(config: OptimizeConfig, out: Path) -> Path:
     return BilevelRun(config, out, resume=resume).run_all()
 
 
-GRID_SETTINGS = ("methods", "inits", "seeds", "steps", "cache", "device")
-"""Bench settings that may change between calls on one folder: they add runs or extend them, never alter one."""
+GRID_SETTINGS = ("methods", "inits", "seeds", "steps", "device")
+"""Bench settings that may change between calls on one folder: they add runs or extend them, never alter one (a run
+begun on one device continues on another). The cache is not among them: the runs name its files."""
 
 
 def check_same_bench(bench: BenchConfig, out: Path) -> None:
@@ -298,6 +301,10 @@ def run_bench(bench: BenchConfig, out: str | Path, log=print) -> Path:
     from neuralsim.experiments.bench_report import write_bench_report
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder.")
+    if not bench.inits:
+        raise UserError("The bench names no ψ initialisation (inits) to run.")
     check_same_bench(bench, out)
     prepared = prepare(bench, log)
     atomic_write_json(out / "bench.json", {"bench": to_plain(bench), "prepared": to_plain(prepared)})

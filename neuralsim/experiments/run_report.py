@@ -43,6 +43,11 @@ def bin_labels(psi: Psi, obj: str, factor: str) -> list[str]:
     return [f"{edges[i]:.3g}–{edges[i + 1]:.3g}" for i in range(f.k)]
 
 
+def _number(value: float | None) -> str:
+    """A logged loss to 4 decimals; a non-finite one is logged as null and shown as nan."""
+    return "nan" if value is None else f"{value:.4f}"
+
+
 def write_run_report(run_path: str | Path) -> Path:
     run_path = Path(run_path)
     run = RunDir(run_path, resume=True)
@@ -54,7 +59,8 @@ def write_run_report(run_path: str | Path) -> Path:
     first, last = metrics[0], metrics[-1]
     report.paragraph(f"{len(metrics)} outer steps of {cfg['method']} with {cfg['images_per_object']} images per object per "
                      f"step; test AP {first['test_ap']} → {last['test_ap']}, AP50 {first['test_ap50']} → "
-                     f"{last['test_ap50']}; validation loss {first['val_loss']:.4f} → {last['val_loss']:.4f}.", summary=True)
+                     f"{last['test_ap50']}; validation loss {_number(first['val_loss'])} → {_number(last['val_loss'])}.",
+                     summary=True)
     report.heading("ψ over the outer steps against the test distribution")
     rows = []
     for obj in psi.objects:

@@ -30,6 +30,11 @@ def register(app: typer.Typer) -> None:
         from neuralsim.fit.trainer import FitConfig, fit
         from neuralsim.runtime import resolve_device
 
+        bad = [f"--{name} {value}" for name, value, low in (("steps", steps, 1), ("rays-per-step", rays_per_step, 1),
+                                                             ("eval-every", eval_every, 0))
+               if value is not None and value < low]
+        if bad:
+            raise UserError(f"{', '.join(bad)}: steps and rays per step must be positive, eval-every 0 or more.")
         config = FitConfig(rays_per_step=rays_per_step, eval_every=eval_every, seed=seed)
         if distortion_weight is not None:
             if not distortion_weight >= 0:  # also catches NaN

@@ -209,6 +209,10 @@ def fit(capture_dir: str | Path, out: str | Path, config: FitConfig, *, device: 
     capture = load_capture(capture_dir)
     if resume:
         run = RunDir(out, resume=True)
+        fitted_on = run.config.get("capture")
+        if fitted_on is not None and Path(fitted_on) != Path(capture_dir).resolve():
+            raise UserError(f"{out} is a fit of the capture {fitted_on}, not of {Path(capture_dir).resolve()}; resume it "
+                            "with its own capture.")
         saved = FitConfig.from_plain(run.config["fit"])
         config = dataclasses.replace(saved, steps=config.steps) if steps_given else saved
     else:

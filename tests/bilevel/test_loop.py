@@ -164,6 +164,14 @@ def test_bad_configs(assets, tmp_path):
     assert not any((tmp_path / d).exists() for d in "xywv")
 
 
+def test_resume_before_the_first_checkpoint_drops_the_logged_step(assets, tmp_path):
+    """A kill between logging step 0 and checkpointing it: the resumed run starts over without a second step 0."""
+    cfg = config(assets, steps=1)
+    BilevelRun(cfg, tmp_path / "run").run.log(0, val_loss=1.0)
+    resumed = BilevelRun(cfg, tmp_path / "run", resume=True)
+    assert resumed.next_step == 0 and resumed.run.metrics() == []
+
+
 def test_a_detector_with_its_classes_in_another_order_is_refused(assets, tmp_path):
     from neuralsim.tasks.detector import build_from_config
 

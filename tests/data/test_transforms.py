@@ -60,6 +60,12 @@ def test_plain_nerfstudio_without_extras(tmp_path):
     (lambda d: d.update(frames=[]), "no frames"),
     (lambda d: d["frames"][1].pop("transform_matrix"), "lacks file_path or transform_matrix"),
     (lambda d: d["frames"][0].update(transform_matrix=(np.eye(4) * 2).tolist()), "not rigid"),
+    (lambda d: d.update(w="abc"), "must be numbers"), (lambda d: d.update(fl_x=None), "must be numbers"),
+    (lambda d: d.update(k1=0.1), "lens distortion"), (lambda d: d.update(camera_model="OPENCV_FISHEYE"), "pinhole"),
+    (lambda d: d.update(neuralsim=["x"]), "must be a JSON object"),
+    (lambda d: d["neuralsim"].update(appearance_names=3), "list of names"),
+    (lambda d: d["neuralsim"].update(appearance_names=["a", "b", "c"]), "c have no training frame"),
+    (lambda d: d.update(test_filenames=[]), "test_filenames is empty"),
 ])
 def test_bad_transforms(tmp_path, breakage, message):
     root = make_capture(tmp_path)
@@ -93,3 +99,10 @@ def test_no_alpha_and_no_mask(tmp_path):
     cap = make_capture(tmp_path, mode="RGB")
     with pytest.raises(UserError, match="no alpha"):
         load_capture(cap)
+
+
+def test_a_mask_that_cannot_be_read(tmp_path):
+    root = make_capture(tmp_path, mode="RGB", masks=True)
+    (root / "images/m0.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="m0.png cannot be read"):
+        load_capture(root)

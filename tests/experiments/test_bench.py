@@ -70,6 +70,8 @@ def test_substitution_renders_the_same_placements_twice_and_scores_both(cli, tin
     ({"gap": "weather"}, "Unknown gap"), ({"biased": ["025_mug"]}, "must be among the objects"),
     ({"colour": 3}, "unknown setting"), ({"detector": 3}, "detector and train"),
     ({"gap": "illumination", "methods": ["autosim"]}, "autosim and lts cannot"),
+    ({"seeds": [-1]}, "Seeds must be whole numbers"), ({"seeds": [True]}, "Seeds must be whole numbers"),
+    ({"seeds": ["0"]}, "Seeds must be whole numbers"), ({"inits": []}, "no ψ initialisation"),
 ])
 def test_bad_bench_config_gives_one_line_and_exit_code_2(cli, tmp_path, change, words):
     (tmp_path / "bench.json").write_text(json.dumps(TINY | change))
@@ -81,7 +83,7 @@ def test_bad_bench_config_gives_one_line_and_exit_code_2(cli, tmp_path, change, 
 def test_bench_refuses_a_folder_holding_a_bench_of_other_settings_before_writing(cli, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "bench.json").write_text(json.dumps({"bench": TINY}))
+    (out / "bench.json").write_text(json.dumps({"bench": TINY | {"cache": str(tmp_path / "cache")}}))
     before = (out / "bench.json").read_text()
     (tmp_path / "bench.json").write_text(json.dumps(TINY | {"psi_lr": 2.0, "seeds": [1]}))
     r = cli("bench", tmp_path / "bench.json", "--out", out, "--cache", tmp_path / "cache", "--device", "cpu")
@@ -120,3 +122,21 @@ def test_every_shipped_bench_config_loads_and_validates(path):
     bench = load_bench_config(str(path))
     stored = json.loads(path.read_text())
     assert bench.objects == stored["objects"] and bench.gap == stored["gap"]
+
+
+def test_summary_takes_the_benchs_own_biased_objects_and_keeps_a_diverged_loss_visible(tmp_path):
+    from neuralsim.experiments.bench_report import summarise
+
+    objects, uniform = ["002_master_chef_can", "025_mug"], [1 / 8] * 8
+    (tmp_path / "bench.json").write_text(json.dumps({"bench": TINY | {"objects": objects, "biased": ["025_mug"]}}))
+    run = tmp_path / "runs" / "different-ns-s0"
+    run.mkdir(parents=True)
+    steps = [{"step": t, "val_loss": 0.5 if t < 2 else None, "test_ap": 0.2, "test_ap50": 0.4, "detector_trainings": 1,
+              "images_rendered": 4, "seconds": {"total": 1.0},
+              "per_class": {o: {"ap": 0.1, "ap50": 0.3} for o in objects},
+              "psi": {o: {"azimuth": uniform} for o in objects},
+              "psi_after": {o: {"azimuth": uniform} for o in objects}} for t in range(3)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in steps))
+    (row,) = summarise(tmp_path)["rows"]
+    assert row["tv_last/025_mug"] == pytest.approx(7 / 8)  # its target is the pose gap's one bin, not uniform
+    assert row["val_loss"] != row["val_loss"]  # NaN: the last step's loss diverged (logged null), not 0

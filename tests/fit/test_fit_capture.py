@@ -154,3 +154,25 @@ def test_cli_existing_output_needs_overwrite(sphere_capture, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", str(sphere_capture), "--out", str(out), "--steps", "2", "--device", "cpu"])
     assert exit_info.value.code == 2 and "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option,value", [("--rays-per-step", "0"), ("--rays-per-step", "-1"), ("--steps", "0"),
+                                          ("--eval-every", "-5")])
+def test_cli_bad_numbers_are_one_line_and_exit_code_2(sphere_capture, tmp_path, capsys, option, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", str(sphere_capture), "--out", str(tmp_path / "field"), option, value, "--device", "cpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{option} {value}" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "field").exists()
+
+
+def test_cli_resume_with_another_capture_exits_2(sphere_capture, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "field"
+    fit(sphere_capture, out, _config(4, checkpoint_every=2), device=CPU, show_progress=False)
+    other = shutil.copytree(sphere_capture, tmp_path / "other")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", str(other), "--out", str(out), "--resume", "--device", "cpu"])
+    assert exit_info.value.code == 2 and "resume it with its own capture" in capsys.readouterr().err
