@@ -37,6 +37,12 @@ def _tail(metrics: list[dict], value) -> float:
     return float("nan") if any(v is None for v in values) else float(np.mean(values))
 
 
+def _steps(rows: list[dict]) -> str:
+    """The outer steps the runs of a group ran: "16", or "12–16" when they differ (an unfinished run among them)."""
+    low, high = min(r["steps"] for r in rows), max(r["steps"] for r in rows)
+    return str(low) if low == high else f"{low}–{high}"
+
+
 def summarise(out: str | Path) -> dict:
     """Plain numbers of the grid: AP per biased object (mean over the last `TAIL` steps), TV to the test
     distribution, validation loss, compute."""
@@ -139,21 +145,26 @@ def write_bench_report(out: str | Path) -> Path:
                 values = [r[f"ap/{obj}"] or 0.0 for r in rows if r["init"] == init and r["method"] == method]
                 mean[i, j], spread[i, j] = (np.mean(values), np.std(values)) if values else (np.nan, 0.0)
                 if values:
-                    tv = [r[f"tv_last/{obj}"] for r in rows if r["init"] == init and r["method"] == method]
-                    table.append([obj, init, method, len(values), float(mean[i, j]), float(spread[i, j]),
-                                  float(np.mean(tv))])
+                    group = [r for r in rows if r["init"] == init and r["method"] == method]
+                    table.append([obj, init, method, len(values), _steps(group), float(mean[i, j]),
+                                  float(spread[i, j]), float(np.mean([r[f"tv_last/{obj}"] for r in group]))])
         report.figure(f"ap_{obj}", plot_method_bars(inits, methods, mean * 100, spread * 100, "AP (points)",
                                                     f"{obj}: test AP by initialisation and method"))
-    report.table(["object", "ψ init", "method", "seeds", "AP mean", "AP std", "TV(ψ last, test)"], table)
+    report.table(["object", "ψ init", "method", "seeds", "steps", "AP mean", "AP std", "TV(ψ last, test)"], table)
     report.heading("Compute per run (equal detector training for all but LTS; images rendered include the estimator's "
                    "own renders: influence's probes, nso's pass 2)")
-    report.table(["method", "detector trainings", "images rendered", "seconds"],
-                 [[m, *np.mean([[r["trainings"], r["images"], r["seconds"]] for r in rows if r["method"] == m], 0).tolist()]
+    report.table(["method", "steps", "detector trainings", "images rendered", "seconds"],
+                 [[m, _steps([r for r in rows if r["method"] == m]),
+                   *np.mean([[r["trainings"], r["images"], r["seconds"]] for r in rows if r["method"] == m], 0).tolist()]
                   for m in methods])
-    report.heading("ψ over the steps against the test distribution (seed 0)")
     runs = load_runs(out)
+    shown = {}  # (init, method) → its lowest seed
+    for init, method, seed in runs:
+        shown[(init, method)] = min(seed, shown.get((init, method), seed))
+    report.heading("ψ over the steps against the test distribution (each method's lowest seed: "
+                   + ", ".join(f"{m} {i} s{s}" for (i, m), s in sorted(shown.items()) if m != "ns") + ")")
     for (init, method, seed), metrics in sorted(runs.items()):
-        if seed != min(s for (_, _, s) in runs) or method == "ns":
+        if seed != shown[(init, method)] or method == "ns":
             continue
         psi = Psi.load(out / "psi0" / f"{init}.json")
         for obj in biased:
