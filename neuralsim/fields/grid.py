@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from neuralsim.fields.base import AppearanceTable, Field
-from neuralsim.fields.occupancy import cell_centres, dilate, lookup, occupied_bounds
+from neuralsim.fields.occupancy import cell_maxima, dilate, lookup, occupied_bounds
 
 DIRECTION_FREQUENCIES = 2  # sin/cos of the view direction at 1× and 2×
 
@@ -136,15 +136,9 @@ class GridField(Field):
 
     @torch.no_grad()
     def update_occupancy(self, min_alpha: float, within: Tensor | None = None) -> None:
-        """Mark occupied the cells where one sample step is more opaque than `min_alpha` somewhere
-        (2³ probes per cell, then grown by one cell), intersected with `within` when given."""
-        r = self.config.occupancy_resolution
-        centres = cell_centres(r, device=self.density_grid.device, dtype=self.density_grid.dtype)
-        offsets = torch.tensor([-0.25, 0.25], device=centres.device, dtype=centres.dtype) * (2.0 / r)
-        probes = torch.stack(torch.meshgrid(offsets, offsets, offsets, indexing="ij"), dim=-1).reshape(-1, 3)  # (8, 3)
-        alpha_max = torch.zeros(r**3, device=centres.device, dtype=centres.dtype)
-        for probe in probes:
-            sigma = self._raw_density(centres.reshape(-1, 3) + probe)
-            alpha_max = torch.maximum(alpha_max, 1.0 - torch.exp(-sigma * self.step_size))
-        occupied = dilate(alpha_max.reshape(r, r, r) > min_alpha)
+        """Mark occupied the cells where one sample step is more opaque than `min_alpha` somewhere (the density's
+        exact maximum over the cell, then grown by one cell), intersected with `within` when given."""
+        peak = cell_maxima(self.density_grid[0, 0], self.config.occupancy_resolution)
+        sigma = F.softplus(peak + self.density_shift) / self.voxel_size
+        occupied = dilate(1.0 - torch.exp(-sigma * self.step_size) > min_alpha)
         self.occupancy.copy_(occupied if within is None else occupied & within)

@@ -37,6 +37,43 @@ def dilate(grid: Tensor, cells: int = 1) -> Tensor:
     return F.max_pool3d(grid[None, None].float(), k, stride=1, padding=cells)[0, 0] > 0
 
 
+def cell_maxima(volume: Tensor, resolution: int) -> Tensor:
+    """(n, n, n) maximum over each cell of the trilinear interpolant of the vertex values `volume` (D, H, W), whose
+    vertices span [-1, 1]³ like `grid_sample(align_corners=True)`.
+
+    Exact, not probed: between the planes through the vertices and the planes of the cell faces the interpolant is
+    multilinear, so its maximum over a cell lies on a corner of one of those pieces, and every such corner is a point
+    of the product grid of the two sets of plane coordinates. A one-voxel wall between probe points is not missed.
+    """
+    values = volume
+    members = []
+    for axis, size in enumerate(volume.shape):
+        planes = torch.cat([torch.linspace(-1.0, 1.0, size, dtype=torch.float64),
+                            torch.linspace(-1.0, 1.0, resolution + 1, dtype=torch.float64)]).sort().values
+        # Linear interpolation along this axis onto the planes: (P, size) with two weights per row.
+        t = (planes + 1.0) * (0.5 * (size - 1))
+        low = t.floor().clamp(0, max(size - 2, 0)).long()
+        frac = (t - low).clamp(0.0, 1.0)
+        weights = torch.zeros(len(planes), size, dtype=torch.float64)
+        weights[torch.arange(len(planes)), low] = 1.0 - frac
+        weights[torch.arange(len(planes)), (low + 1).clamp(max=size - 1)] += frac
+        weights = weights.to(device=volume.device, dtype=volume.dtype)
+        values = torch.movedim(torch.tensordot(weights, values, dims=([1], [axis])), 0, axis)
+        # The planes inside each cell's closed interval, a contiguous run of indices padded with its last one.
+        bounds = torch.linspace(-1.0, 1.0, resolution + 1, dtype=torch.float64)
+        start = torch.searchsorted(planes, bounds[:-1] - 1e-9)
+        stop = torch.searchsorted(planes, bounds[1:] + 1e-9, right=True) - 1
+        width = int((stop - start).max()) + 1
+        run = torch.minimum(start[:, None] + torch.arange(width), stop[:, None])  # (n, width)
+        members.append(run.to(volume.device))
+    for axis, run in enumerate(members):
+        shape = list(values.shape)
+        picked = values.index_select(axis, run.reshape(-1))
+        shape[axis: axis + 1] = list(run.shape)
+        values = picked.reshape(shape).amax(dim=axis + 1)
+    return values
+
+
 def occupied_bounds(grid: Tensor) -> Tensor:
     """(2, 3) xyz corners (min, max) of the occupied cells of a bool grid (n, n, n); an empty grid gives an empty box
     (min > max), which no ray enters."""

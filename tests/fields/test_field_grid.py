@@ -11,7 +11,7 @@ import torch
 from neuralsim.cameras import Intrinsics, spherical_to_c2w
 from neuralsim.errors import UserError
 from neuralsim.fields import FORMAT_VERSION, GridField, GridFieldConfig, load_field, save_field
-from neuralsim.fields.occupancy import cell_centres, cell_index, visual_hull
+from neuralsim.fields.occupancy import cell_centres, cell_index, cell_maxima, visual_hull
 from neuralsim.render import RenderConfig, render
 
 SMALL = GridFieldConfig(density_resolution=24, feature_resolution=12, feature_channels=4, appearance_dim=3,
@@ -46,7 +46,9 @@ def test_occupancy_skips_empty_space_without_changing_the_image():
     assert 0.02 < field.occupancy.float().mean() < 0.5
     centres = cell_centres(SMALL.occupancy_resolution).reshape(-1, 3)
     assert field.occupancy.reshape(-1)[cell_index(torch.zeros(1, 3), SMALL.occupancy_resolution)].item()
-    assert not field.occupancy.reshape(-1)[centres.norm(dim=-1) > 0.9].any()
+    # One step's α falls below 1e-4 at radius 0.52: a cell reaching inside it has its centre within 0.52 plus
+    # half a cell diagonal (0.14), and growing by one cell adds a diagonal (0.29).
+    assert not field.occupancy.reshape(-1)[centres.norm(dim=-1) > 0.96].any()
     after = render(field, 20.0, 30.0, 3.5, 0, 16, 40.0)
     assert (after.rgb - before.rgb).abs().max() < 1e-3
     assert before.alpha.max() > 0.9
@@ -120,7 +122,7 @@ def test_exact_render_config_matches_default_on_a_trained_like_field():
 def test_bounds_box_the_occupied_cells_and_drop_no_pixel(monkeypatch):
     field = _ball_field()
     torch.testing.assert_close(field.bounds(), torch.tensor([[-1.0] * 3, [1.0] * 3]))  # everything occupied
-    field.update_occupancy(min_alpha=1e-4)
+    field.update_occupancy(min_alpha=1e-2)  # α reaches 1e-2 at radius 0.44: cells to ±0.5, grown twice to ±0.83
     low, high = field.bounds()
     centres = cell_centres(SMALL.occupancy_resolution).reshape(-1, 3)
     inside = field.occupied(centres)
@@ -135,3 +137,35 @@ def test_bounds_box_the_occupied_cells_and_drop_no_pixel(monkeypatch):
     with torch.no_grad():
         field.occupancy.zero_()
     assert render(field, 20.0, 30.0, 3.5, 0, 16, 40.0).alpha.max() == 0.0  # an empty box: no ray enters
+
+
+def test_cell_maxima_is_the_exact_maximum_of_the_trilinear_density_over_each_cell():
+    generator = torch.Generator().manual_seed(0)
+    volume = torch.randn(7, 9, 11, generator=generator, dtype=torch.float64)
+    resolution = 4
+    peak = cell_maxima(volume, resolution)
+    # Dense samples inside every cell never exceed it, and come within a hair of it.
+    lin = torch.linspace(0.0, 1.0, 41, dtype=torch.float64)
+    for k, j, i in [(0, 0, 0), (1, 2, 3), (3, 3, 3), (2, 0, 1)]:
+        lo = torch.tensor([i, j, k], dtype=torch.float64) * (2.0 / resolution) - 1.0
+        xs, ys, zs = (lo[a] + lin * (2.0 / resolution) for a in range(3))
+        z, y, x = torch.meshgrid(zs, ys, xs, indexing="ij")
+        points = torch.stack([x, y, z], dim=-1).reshape(1, 1, 1, -1, 3)
+        samples = torch.nn.functional.grid_sample(volume[None, None], points, mode="bilinear", align_corners=True)
+        assert samples.max() <= peak[k, j, i] + 1e-12
+        assert samples.max() >= peak[k, j, i] - 0.05 * peak.abs().max()
+
+
+def test_refresh_keeps_a_one_voxel_wall_between_the_probe_points():
+    config = GridFieldConfig(density_resolution=49, feature_resolution=8, feature_channels=4, appearance_dim=3,
+                             hidden_width=16, occupancy_resolution=6)
+    field = GridField(config, torch.tensor([0]), 1)
+    with torch.no_grad():
+        field.density_grid.fill_(-30.0)
+        field.density_grid[0, 0, :, :, 24] = 40.0  # the plane x = 0: a wall one voxel thick, on a cell face
+        field.density_grid[0, 0, 5, 5, 5] = 40.0  # and one hot vertex near a cell's corner
+    field.update_occupancy(min_alpha=1e-3)
+    expected = torch.zeros(6, 6, 6, dtype=torch.bool)
+    expected[:, :, 1:5] = True  # the two cell columns either side of the wall, grown by one cell
+    expected[:2, :2, :2] = True  # the cell holding the hot vertex (x = y = z = −0.79), grown by one cell
+    assert torch.equal(field.occupancy, expected)
