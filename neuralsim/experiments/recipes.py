@@ -266,7 +266,11 @@ def run_cell(config: OptimizeConfig, out: Path) -> Path:
         # read back through the dataclass, so that a setting added since the run began counts at its default
         stored = to_plain(from_plain(OptimizeConfig, read_json(out / "config.json", "Run config"), f"{out}/config.json"))
         wanted = to_plain(config)
-        if {**stored, "steps": None, "device": None} != {**wanted, "steps": None, "device": None}:  # any device
+        # any device; ψ₀'s file by where it is, so a bench called once with a relative and once with an absolute
+        # --out (from the same folder) finds its own runs
+        same = {"steps": None, "device": None}
+        if ({**stored, **same, "psi": str(Path(stored["psi"]).absolute())}
+                != {**wanted, **same, "psi": str(Path(wanted["psi"]).absolute())}):
             raise UserError(f"{out} holds a run of another configuration; remove it or choose another --out.")
         done = read_json(state, "Checkpoint")["step"] + 1 if state.is_file() else 0
         if done == config.steps:

@@ -47,7 +47,8 @@ def test_bench_runs_every_cell_writes_the_report_and_reuses_finished_runs(cli, t
     # The detector was pre-trained on ψ₀ (cached once per initialisation), not on uniform data.
     assert [p.name.split("-")[1] for p in (root / "cache" / "detectors").iterdir()] == ["different"]
     stamp = (out / "runs/different-ns-s0/metrics.jsonl").stat().st_mtime_ns
-    r = cli("bench", root / "bench.json", "--out", root / "out", "--cache", root / "cache", "--device", "cpu")
+    # called again with a relative --out: the same runs, found and reused
+    r = cli("bench", "bench.json", "--out", "out", "--cache", root / "cache", "--device", "cpu", cwd=root)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (out / "runs/different-ns-s0/metrics.jsonl").stat().st_mtime_ns == stamp  # finished runs are reused
 
