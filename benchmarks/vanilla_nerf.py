@@ -45,11 +45,12 @@ class VanillaNeRF(nn.Module):
 
 
 def _composite(model: VanillaNeRF, origins: Tensor, dirs: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    """Rendered premultiplied rgb (R, 3) and weights (R, S) at sorted distances t (R, S)."""
+    """Rendered premultiplied rgb (R, 3) and weights (R, S) at sorted distances t (R, S); the last interval ends at
+    the far bound (the object box holds everything, so no infinite last interval paints the background)."""
     points = origins[:, None] + t[..., None] * dirs[:, None]  # (R, S, 3)
     sigma, rgb = model(points.reshape(-1, 3), dirs[:, None].expand_as(points).reshape(-1, 3))
     sigma, rgb = sigma.reshape(t.shape), rgb.reshape(*t.shape, 3)
-    delta = torch.cat([t[:, 1:] - t[:, :-1], torch.full_like(t[:, :1], 1e10)], dim=1)
+    delta = torch.cat([t[:, 1:] - t[:, :-1], torch.zeros_like(t[:, :1])], dim=1)
     alpha = 1.0 - torch.exp(-sigma * delta)
     transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha + 1e-10], 1), 1)[:, :-1]
     weights = alpha * transmittance
@@ -67,15 +68,26 @@ def _sample_pdf(bins: Tensor, weights: Tensor, count: int, generator: torch.Gene
     return b_lo + (u - lo) / (hi - lo).clamp(min=1e-5) * (b_hi - b_lo)
 
 
-def render_vanilla(coarse: VanillaNeRF, fine: VanillaNeRF, origins: Tensor, dirs: Tensor, near: float, far: float,
-                   generator: torch.Generator) -> Tensor:
-    """Hierarchical NeRF rendering: 64 stratified coarse samples, 128 importance samples; fine rgb (R, 3)."""
-    steps = torch.linspace(near, far, COARSE_SAMPLES + 1, device=origins.device)
+def render_vanilla_levels(coarse: VanillaNeRF, fine: VanillaNeRF, origins: Tensor, dirs: Tensor, near: Tensor | float,
+                          far: Tensor | float, generator: torch.Generator) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """Hierarchical NeRF rendering between `near` and `far` (scalars or (R,)): 64 stratified coarse samples, then
+    128 importance samples through the fine net. Returns (rgb, alpha) of the coarse and of the fine pass, rgb
+    premultiplied (R, 3), alpha (R,): training fits both, as the original did."""
+    near = torch.as_tensor(near, device=origins.device).expand(len(origins))[:, None]
+    far = torch.as_tensor(far, device=origins.device).expand(len(origins))[:, None]
+    steps = torch.linspace(0.0, 1.0, COARSE_SAMPLES + 1, device=origins.device)
+    edges = near + steps * (far - near)  # (R, 65)
     jitter = torch.rand(len(origins), COARSE_SAMPLES, generator=generator, device=origins.device)
-    t_coarse = steps[:-1] + jitter * (steps[1:] - steps[:-1])  # (R, 64)
-    _, weights = _composite(coarse, origins, dirs, t_coarse)
-    bins = torch.cat([t_coarse, torch.full_like(t_coarse[:, :1], far)], dim=1)  # (R, 65)
+    t_coarse = edges[:, :-1] + jitter * (edges[:, 1:] - edges[:, :-1])  # (R, 64)
+    rgb_coarse, weights = _composite(coarse, origins, dirs, t_coarse)
+    bins = torch.cat([t_coarse, far], dim=1)  # (R, 65)
     t_fine = _sample_pdf(bins, weights.detach(), FINE_SAMPLES, generator)
     t_all, _ = torch.sort(torch.cat([t_coarse, t_fine.detach()], dim=1), dim=1)  # (R, 192)
-    rgb, _ = _composite(fine, origins, dirs, t_all)
-    return rgb
+    rgb_fine, weights_fine = _composite(fine, origins, dirs, t_all)
+    return (rgb_coarse, weights.sum(1)), (rgb_fine, weights_fine.sum(1))
+
+
+def render_vanilla(coarse: VanillaNeRF, fine: VanillaNeRF, origins: Tensor, dirs: Tensor, near: Tensor | float,
+                   far: Tensor | float, generator: torch.Generator) -> Tensor:
+    """The fine pass's premultiplied rgb (R, 3)."""
+    return render_vanilla_levels(coarse, fine, origins, dirs, near, far, generator)[1][0]
