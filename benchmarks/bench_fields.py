@@ -359,7 +359,7 @@ def vanilla_fit(
     checkpoint, metrics = out / "checkpoint.pt", out / "metrics.jsonl"
     step, seconds, next_eval = 0, 0.0, eval_minutes * 60.0
     if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=torch_device)
+        state = torch.load(checkpoint, map_location=torch_device, weights_only=True)
         coarse.load_state_dict(state["coarse"]), fine.load_state_dict(state["fine"])
         optimizer.load_state_dict(state["optimizer"])
         step, seconds, next_eval = state["step"], state["seconds"], state["next_eval"]
