@@ -5,7 +5,7 @@ loop does, then holds θ and v fixed and draws each estimator many times on fres
 estimator and per choice of v: the cosine of single draws with the reference (the mean of all `influence` and
 `influence paired` draws with the same v), its spread, and where the descent direction sends the biased objects' mass of the gap's factor.
 
-    .venv/bin/python benchmarks/bench_step0.py --gap pose --draws 8 [--demo] [--out benchmarks/results/step0-pose.json]
+    .venv/bin/python benchmarks/bench_step0.py --gap pose --draws 8 [--demo | --config BENCH.json] [--out step0.json]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from neuralsim.bilevel.estimators import influence, pathwise, probe_bin_means, s
 from neuralsim.bilevel.inverse_hvp import InverseHVPConfig, inverse_hvp
 from neuralsim.bilevel.loop import BilevelRun
 from neuralsim.experiments.cli import DEMO
-from neuralsim.experiments.recipes import BenchConfig, initial_psi, prepare, run_config
+from neuralsim.experiments.recipes import BenchConfig, initial_psi, load_bench_config, prepare, run_config
 from neuralsim.runtime import atomic_write_json, derive_seed
 
 ESTIMATORS = {  # name → τ of the training draws (None: discrete); "boxes held": the pathwise term without labels
@@ -108,13 +108,19 @@ def main() -> None:
     parser.add_argument("--label-images", type=int, default=16, help="images per biased object in the label check")
     parser.add_argument("--label-delta", type=float, default=None, help="finite-difference step (default: 4° or 0.2)")
     parser.add_argument("--demo", action="store_true", help="the demo's four objects and sizes (else the full bench)")
+    parser.add_argument("--config", default=None,
+                        help="a bench config JSON: its gap, objects, biased objects, sizes, detector and ψ recipe")
     parser.add_argument("--box-loss", default=None, help="the detector's box loss (l1, smooth_l1, giou)")
     parser.add_argument("--cache", default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     start = time.perf_counter()
 
-    bench = BenchConfig(**(DEMO if args.demo else {}) | {"gap": args.gap, "cache": args.cache, "inits": ["different"]})
+    if args.config:
+        bench = load_bench_config(args.config)
+        bench.cache, bench.inits = args.cache or bench.cache, ["different"]
+    else:
+        bench = BenchConfig(**(DEMO if args.demo else {}) | {"gap": args.gap, "cache": args.cache, "inits": ["different"]})
     factor = bench.gap_spec.factor
     if factor == "lighting":
         raise SystemExit("bench_step0 compares estimators of binned factors: use --gap pose or zoom")
@@ -138,7 +144,7 @@ def main() -> None:
                   "identity": inverse_hvp(task.hvp, g_val, InverseHVPConfig(method="identity"))}
         biased, target = list(bench.biased), bench.gap_spec.target_bin
         names = [f"{o}/{factor}" for o in bench.objects]
-        result = {"gap": args.gap, "box_loss": bench.detector.box_loss, "draws": args.draws, "probes": args.probes, "machine": platform.machine(), "theta_size": task.size, "damping": args.damping,
+        result = {"gap": bench.gap, "config": args.config, "box_loss": bench.detector.box_loss, "draws": args.draws, "probes": args.probes, "machine": platform.machine(), "theta_size": task.size, "damping": args.damping,
                   "cg_residual": solves["cg"].residual, "cg_iterations": solves["cg"].iterations,
                   "cos_v_cg_identity": cos(solves["cg"].v.double(), g_val.double()), "v": {}}
         for v_name, solve in solves.items():
