@@ -45,11 +45,11 @@ def cell_maxima(volume: Tensor, resolution: int) -> Tensor:
     multilinear, so its maximum over a cell lies on a corner of one of those pieces, and every such corner is a point
     of the product grid of the two sets of plane coordinates. A one-voxel wall between probe points is not missed.
     """
+    bounds = torch.linspace(-1.0, 1.0, resolution + 1, dtype=torch.float64)  # the cell faces
     values = volume
     members = []
     for axis, size in enumerate(volume.shape):
-        planes = torch.cat([torch.linspace(-1.0, 1.0, size, dtype=torch.float64),
-                            torch.linspace(-1.0, 1.0, resolution + 1, dtype=torch.float64)]).sort().values
+        planes = torch.cat([torch.linspace(-1.0, 1.0, size, dtype=torch.float64), bounds]).sort().values
         # Linear interpolation along this axis onto the planes: (P, size) with two weights per row.
         t = (planes + 1.0) * (0.5 * (size - 1))
         low = t.floor().clamp(0, max(size - 2, 0)).long()
@@ -60,7 +60,6 @@ def cell_maxima(volume: Tensor, resolution: int) -> Tensor:
         weights = weights.to(device=volume.device, dtype=volume.dtype)
         values = torch.movedim(torch.tensordot(weights, values, dims=([1], [axis])), 0, axis)
         # The planes inside each cell's closed interval, a contiguous run of indices padded with its last one.
-        bounds = torch.linspace(-1.0, 1.0, resolution + 1, dtype=torch.float64)
         start = torch.searchsorted(planes, bounds[:-1] - 1e-9)
         stop = torch.searchsorted(planes, bounds[1:] + 1e-9, right=True) - 1
         width = int((stop - start).max()) + 1
