@@ -23,11 +23,10 @@ import torch
 
 from neuralsim.bilevel.data import draw_training_set
 from neuralsim.bilevel.field_source import FieldSource, SourceConfig, load_fields
-from neuralsim.experiments.cli import DEMO
+from neuralsim.experiments.cli import script_bench
 from neuralsim.experiments.recipes import (
     BenchConfig,
     initial_psi,
-    load_bench_config,
     prepare,
     train_from_scratch,
 )
@@ -63,11 +62,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     start = time.perf_counter()
-    if args.config:
-        bench = load_bench_config(args.config)
-        bench.cache = args.cache or bench.cache
-    else:
-        bench = BenchConfig(gap=args.gap, cache=args.cache, **(DEMO if args.demo else {}))
+    bench = script_bench(args.config, args.gap, args.demo, args.cache)
     bench.inits = []  # no pre-trained detectors needed here
     bench.detector = dataclasses.replace(bench.detector, image_size=bench.size)
     prepared = prepare(bench)

@@ -25,8 +25,8 @@ from neuralsim.bilevel.detector_task import DetectorTask
 from neuralsim.bilevel.estimators import influence, pathwise, probe_bin_means, score_function
 from neuralsim.bilevel.inverse_hvp import InverseHVPConfig, inverse_hvp
 from neuralsim.bilevel.loop import BilevelRun
-from neuralsim.experiments.cli import DEMO
-from neuralsim.experiments.recipes import BenchConfig, initial_psi, load_bench_config, prepare, run_config
+from neuralsim.experiments.cli import script_bench
+from neuralsim.experiments.recipes import initial_psi, prepare, run_config
 from neuralsim.runtime import atomic_write_json, derive_seed
 
 ESTIMATORS = {  # name → τ of the training draws (None: discrete); "boxes held": the pathwise term without labels
@@ -116,11 +116,8 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
 
-    if args.config:
-        bench = load_bench_config(args.config)
-        bench.cache, bench.inits = args.cache or bench.cache, ["different"]
-    else:
-        bench = BenchConfig(**(DEMO if args.demo else {}) | {"gap": args.gap, "cache": args.cache, "inits": ["different"]})
+    bench = script_bench(args.config, args.gap, args.demo, args.cache)
+    bench.inits = ["different"]
     factor = bench.gap_spec.factor
     if factor == "lighting":
         raise SystemExit("bench_step0 compares estimators of binned factors: use --gap pose or zoom")

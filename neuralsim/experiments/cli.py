@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from neuralsim.errors import UserError
+
+if TYPE_CHECKING:
+    from neuralsim.experiments.recipes import BenchConfig
 
 
 def _csv(text: str) -> list[str]:
@@ -32,6 +35,17 @@ DEMO_STORY = {
             "(180–225°) at 0.8",
     "illumination": "the pitcher and the drill are tested under dim_top lighting while ψ starts with studio at 0.8",
 }
+
+
+def script_bench(config: str | None, gap: str, demo: bool = False, cache: str | None = None) -> BenchConfig:
+    """The bench a benchmark script works on: a bench config file (with its own gap), else with `demo` the gap on
+    the demo's objects and sizes (the recipes' detector, as the results were measured), else the gap's recipe;
+    `cache` overrides the bench's own."""
+    from neuralsim.experiments.recipes import BenchConfig, load_bench_config
+
+    bench = load_bench_config(config) if config else BenchConfig(gap=gap, **DEMO) if demo else load_bench_config(gap)
+    bench.cache = cache or bench.cache
+    return bench
 
 
 def demo_summary(out: Path) -> str:

@@ -125,6 +125,18 @@ def test_every_shipped_bench_config_loads_and_validates(path):
     assert bench.objects == stored["objects"] and bench.gap == stored["gap"]
 
 
+def test_a_benchmark_scripts_bench_comes_from_its_config_else_the_demo_or_the_gaps_recipe(tmp_path):
+    from neuralsim.experiments.cli import DEMO, script_bench
+
+    config = sorted((Path(__file__).parents[2] / "benchmarks" / "configs").glob("*.json"))[0]
+    stored = json.loads(config.read_text())
+    from_file = script_bench(str(config), "zoom", demo=True, cache=str(tmp_path))
+    assert (from_file.gap, from_file.objects, from_file.cache) == (stored["gap"], stored["objects"], str(tmp_path))
+    demo = script_bench(None, "zoom", demo=True)
+    assert (demo.gap, demo.objects, demo.size, demo.steps) == ("zoom", DEMO["objects"], DEMO["size"], DEMO["steps"])
+    assert len(script_bench(None, "ycb21").objects) == 21  # the gap's own objects, not the paper's six
+
+
 def test_summary_takes_the_benchs_own_biased_objects_and_keeps_a_diverged_loss_visible(tmp_path):
     from neuralsim.experiments.bench_report import summarise
 
