@@ -76,13 +76,18 @@ def test_phase_clock_sums_each_phase_over_its_entries_even_when_one_fails():
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="resettable peaks need Linux's /proc")
 def test_peak_memory_follows_an_allocation_and_restarts_after_a_reset():
+    import mmap
+
     cpu = torch.device("cpu")
     reset_peak_memory(cpu)
     before = peak_memory_mb(cpu)
-    block = torch.ones(32 * 2**20)  # 128 MiB, touched
+    # 128 MiB of fresh pages, touched: an anonymous mapping of its own, so that no free memory the process already
+    # holds (a tensor allocator's or malloc's, after the tests before this one) can serve it unseen.
+    block = mmap.mmap(-1, 128 * 2**20)
+    block.write(b"\1" * len(block))
     with_block = peak_memory_mb(cpu)
     assert with_block >= before + 100
-    del block
+    block.close()
     reset_peak_memory(cpu)
     assert peak_memory_mb(cpu) <= with_block - 100
 
