@@ -264,19 +264,21 @@ def sharpness(
     rays_per_step: Annotated[int, typer.Option(help="Rays per fit step.")] = 2048,
     size: Annotated[int, typer.Option(help="Render size of the timing (pixels).")] = 64,
     out: Annotated[Path, typer.Option(help="Folder for the fields and results.json.")] = Path("runs/bench_sharpness"),
+    fit_json: Annotated[str, typer.Option(help='Other fit settings for every fit, as JSON, e.g. \'{"tv_density": 0}\'.')] = "{}",
 ) -> None:
     """Density learning rate and distortion loss: held-out PSNR, kept samples per image, render and VJP seconds."""
+    others = json.loads(fit_json)
     poses = [(float(a), 20.0, float(r)) for a, r in zip(torch.linspace(0, 330, 12), torch.linspace(3.6, 5.4, 12))]
     rows = []
     for setting in settings.split(";"):
         lr_density, weight = (float(x) for x in setting.split(","))
         field_dir = out / f"{capture.name}-lr{lr_density}-d{weight}"
-        config = FitConfig(steps=steps, rays_per_step=rays_per_step, eval_every=0, lr_density=lr_density,
-                           distortion_weight=weight)
+        config = from_plain(FitConfig, {**others, "steps": steps, "rays_per_step": rays_per_step, "eval_every": 0,
+                                        "lr_density": lr_density, "distortion_weight": weight}, "--fit-json")
         evaluation = fit(capture, field_dir, config, device=torch.device("cpu"), overwrite=True, show_progress=False)
         field = load_field(field_dir, "cpu")
         kept, forward, vjp = _kept_samples_and_times(field, size, poses)
-        rows.append({"lr_density": lr_density, "distortion_weight": weight, "psnr": evaluation["mean"]["psnr"],
+        rows.append({"lr_density": lr_density, "distortion_weight": weight, "fit": to_plain(config), "psnr": evaluation["mean"]["psnr"],
                      "ssim": evaluation["mean"]["ssim"],
                      "train_seconds": json.loads((field_dir / "eval.json").read_text())["train_seconds"],
                      "kept_samples_per_image": kept, "render_seconds": forward, "vjp_seconds": vjp})

@@ -52,6 +52,11 @@ class AppearanceTable(nn.Module):
         counts = torch.bincount(ids, minlength=self.num_appearances).clamp(min=1).to(sums.dtype)
         return sums / counts[:, None]
 
+    def spread(self) -> Tensor:
+        """Mean squared distance of each image's embedding from its condition's anchor (the embeddings' variance
+        within the lighting conditions)."""
+        return (self.embeddings - self.anchors()[self.image_appearance_ids]).square().sum(dim=1).mean()
+
     def anchor(self, k: int) -> Tensor:
         """(E,) the anchor of lighting condition k."""
         if not 0 <= k < self.num_appearances:

@@ -46,6 +46,33 @@ def _sample(volume: Tensor, points: Tensor) -> Tensor:
     return out.reshape(volume.shape[1], n).T  # (N, C)
 
 
+def squared_gradient(volume: Tensor, spacing: float) -> Tensor:
+    """Σ over the axes D, H, W of the mean squared forward difference quotient of `volume` (1, C, D, H, W)."""
+    return _SquaredDifferences.apply(volume) / spacing**2
+
+
+class _SquaredDifferences(torch.autograd.Function):
+    """Σ over the axes D, H, W of the mean squared forward difference, with a hand-written backward (half the time of
+    autograd's: each step of a fit pays it on the full grids)."""
+
+    @staticmethod
+    def forward(ctx, volume: Tensor) -> Tensor:
+        ctx.save_for_backward(volume)
+        return sum(volume.diff(dim=axis).square().mean() for axis in (2, 3, 4))
+
+    @staticmethod
+    def backward(ctx, upstream: Tensor) -> Tensor:
+        (volume,) = ctx.saved_tensors
+        grad = torch.zeros_like(volume)
+        for axis in (2, 3, 4):
+            difference = volume.diff(dim=axis)
+            difference = difference * (2.0 / difference.numel())
+            n = volume.shape[axis] - 1
+            grad.narrow(axis, 1, n).add_(difference)
+            grad.narrow(axis, 0, n).sub_(difference)
+        return grad * upstream
+
+
 def encode_direction(dirs: Tensor) -> Tensor:
     """(N, 3 + 6·F): the unit direction and its sin/cos at F octaves."""
     scaled = torch.cat([dirs * (2.0**k) for k in range(DIRECTION_FREQUENCIES)], dim=-1)  # (N, 3F)
@@ -133,6 +160,14 @@ class GridField(Field):
                                      occupied_bounds(grown).to(self.density_grid.dtype))
             self._occupancy_key = key
         return self._occupancy_cache
+
+    def total_variation(self) -> tuple[Tensor, Tensor]:
+        """Squared gradient of the density grid and of the feature grid, averaged over their vertices (finite
+        differences over the vertex spacing, so a weight means the same at any resolution): the smoothness prior of
+        Plenoxels and DVGO, against fitting each view's noise."""
+        features = self.config.feature_resolution
+        return (squared_gradient(self.density_grid, self.voxel_size),
+                squared_gradient(self.feature_grid, 2.0 / (features - 1)))
 
     @torch.no_grad()
     def update_occupancy(self, min_alpha: float, within: Tensor | None = None) -> None:

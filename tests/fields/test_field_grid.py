@@ -11,6 +11,7 @@ import torch
 from neuralsim.cameras import Intrinsics, spherical_to_c2w
 from neuralsim.errors import UserError
 from neuralsim.fields import FORMAT_VERSION, GridField, GridFieldConfig, load_field, save_field
+from neuralsim.fields.grid import squared_gradient
 from neuralsim.fields.occupancy import cell_centres, cell_index, cell_maxima, visual_hull
 from neuralsim.render import RenderConfig, render
 
@@ -37,6 +38,29 @@ def test_anchor_is_mean_embedding_of_its_images():
     mixed = field.appearance.resolve(torch.tensor([0.25, 0.75, 0.0]))
     torch.testing.assert_close(mixed, 0.25 * anchors[0] + 0.75 * anchors[1])
     torch.testing.assert_close(field.appearance.resolve(2), anchors[2])
+
+
+def test_spread_is_the_mean_squared_distance_from_each_condition_anchor():
+    field = _ball_field()
+    with torch.no_grad():
+        field.appearance.embeddings.copy_(torch.arange(15, dtype=torch.float32).reshape(5, 3))
+    # Condition 0 holds images 0 and 4 (anchor [6, 7, 8]: each 6 away per axis), condition 1 images 1 and 2
+    # ([4.5, 5.5, 6.5]: 1.5 away), condition 2 image 3 alone (0 away): (2·108 + 2·6.75 + 0) / 5.
+    assert field.appearance.spread().item() == pytest.approx((2 * 108 + 2 * 6.75) / 5)
+
+
+def test_squared_gradient_of_a_linear_ramp_is_its_slope_squared():
+    resolution, slope = 9, 3.0
+    axis = torch.linspace(-1, 1, resolution)
+    ramp = (slope * axis).reshape(1, 1, 1, 1, resolution).expand(1, 2, resolution, resolution, resolution)
+    assert float(squared_gradient(ramp, 2.0 / (resolution - 1))) == pytest.approx(slope**2)
+
+
+def test_squared_gradient_backward_matches_autograd_of_the_plain_differences():
+    volume = torch.randn(1, 2, 5, 4, 6, dtype=torch.float64, requires_grad=True, generator=torch.Generator().manual_seed(0))
+    assert torch.autograd.gradcheck(lambda v: squared_gradient(v, 0.5), (volume,))
+    reference = sum(volume.diff(dim=a).square().mean() for a in (2, 3, 4)) / 0.25
+    torch.testing.assert_close(squared_gradient(volume, 0.5), reference)
 
 
 def test_occupancy_skips_empty_space_without_changing_the_image():
