@@ -26,7 +26,7 @@ from neuralsim.fit.metrics import psnr, ssim
 from neuralsim.render.camera import render_view
 from neuralsim.render.labels import composite
 from neuralsim.render.volume import ObjectRays, RenderConfig, ray_box, render_rays
-from neuralsim.runtime import RunDir, atomic_write_bytes, atomic_write_json, derive_seed, progress, to_plain
+from neuralsim.runtime import RunDir, atomic_write_bytes, atomic_write_json, derive_seed, from_plain, progress, to_plain
 
 TRAIN_STATE_FILE = "train_state.safetensors"
 TRAIN_STATE_VERSION = 2
@@ -86,8 +86,25 @@ class FitConfig:
     """The grid field's configuration."""
 
     @classmethod
-    def from_plain(cls, data: dict[str, Any]) -> FitConfig:
-        return cls(**{**data, "field": GridFieldConfig(**data.get("field", {}))})
+    def from_saved(cls, data: Any, what: str = "The saved fit config") -> FitConfig:
+        """The config a fit was started with, from its run folder's `config.json`.
+
+        A fit saved before a setting existed ran without it: such a setting takes its value in `ADDED_LATER`, which
+        reproduces the older code, not today's default. A saved config lacking any other setting cannot be continued
+        as it was started, and is an error naming it."""
+        if not isinstance(data, dict):
+            raise UserError(f"{what} must be a JSON object, got {type(data).__name__}.")
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and f.name not in ADDED_LATER]
+        missing += [f"field.{f.name}" for f in dataclasses.fields(GridFieldConfig)
+                    if f.name not in data.get("field", {})]
+        if missing:
+            raise UserError(f"{what} has no setting(s) {missing}: it was written by an older neuralsim whose value for "
+                            "them is unknown; start the fit again with --overwrite.")
+        return from_plain(cls, {**ADDED_LATER, **data}, what)
+
+
+ADDED_LATER: dict[str, Any] = {"tv_density": 0.0, "tv_features": 0.0, "appearance_spread": 0.0}
+"""Fit settings added after fits were first saved, with the value that reproduces a fit saved without them."""
 
 
 @dataclass
@@ -226,11 +243,14 @@ def fit(capture_dir: str | Path, out: str | Path, config: FitConfig, *, device: 
     capture = load_capture(capture_dir)
     if resume:
         run = RunDir(out, resume=True)
-        fitted_on = run.config.get("capture")
+        saved_run = run.config
+        if not isinstance(saved_run, dict):
+            raise UserError(f"{out / 'config.json'} must be a JSON object, got {type(saved_run).__name__}.")
+        fitted_on = saved_run.get("capture")
         if fitted_on is not None and Path(fitted_on) != Path(capture_dir).resolve():
             raise UserError(f"{out} is a fit of the capture {fitted_on}, not of {Path(capture_dir).resolve()}; resume it "
                             "with its own capture.")
-        saved = FitConfig.from_plain(run.config["fit"])
+        saved = FitConfig.from_saved(saved_run.get("fit"), f"{out / 'config.json'}'s fit config")
         config = dataclasses.replace(saved, steps=config.steps) if steps_given else saved
     else:
         run = RunDir(out, {"fit": config, "capture": str(Path(capture_dir).resolve())}, overwrite=overwrite)

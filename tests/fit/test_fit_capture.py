@@ -176,3 +176,54 @@ def test_cli_resume_with_another_capture_exits_2(sphere_capture, tmp_path, capsy
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", str(other), "--out", str(out), "--resume", "--device", "cpu"])
     assert exit_info.value.code == 2 and "resume it with its own capture" in capsys.readouterr().err
+
+
+def _drop_saved_settings(out: Path, *names: str) -> None:
+    path = out / "config.json"
+    saved = json.loads(path.read_text())
+    for name in names:
+        section, _, key = name.rpartition(".")
+        (saved["fit"][section] if section else saved["fit"]).pop(key)
+    path.write_text(json.dumps(saved))
+
+
+def test_resuming_a_fit_saved_before_the_regularisers_keeps_them_off(sphere_capture, tmp_path, monkeypatch):
+    """A fit saved by code without `tv_*` / `appearance_spread` ran without them and must go on without them."""
+    off = _config(20, checkpoint_every=10, tv_density=0.0, tv_features=0.0, appearance_spread=0.0)
+    fit(sphere_capture, tmp_path / "whole", off, device=CPU, show_progress=False)
+
+    original = trainer.train_step
+    seen = []
+
+    def interrupted(field, optimizer, bank, cfg, step):
+        if step == 15:
+            raise KeyboardInterrupt
+        return original(field, optimizer, bank, cfg, step)
+
+    monkeypatch.setattr(trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(sphere_capture, tmp_path / "old", off, device=CPU, show_progress=False)
+    _drop_saved_settings(tmp_path / "old", "tv_density", "tv_features", "appearance_spread")
+
+    def recording(field, optimizer, bank, cfg, step):
+        seen.append((cfg.tv_density, cfg.tv_features, cfg.appearance_spread))
+        return original(field, optimizer, bank, cfg, step)
+
+    monkeypatch.setattr(trainer, "train_step", recording)
+    fit(sphere_capture, tmp_path / "old", _config(20), device=CPU, resume=True, steps_given=False, show_progress=False)
+    assert len(seen) == 10 and set(seen) == {(0.0, 0.0, 0.0)}
+    whole, resumed = load_field(tmp_path / "whole"), load_field(tmp_path / "old")
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("dropped", ["lr_density", "field.feature_channels"])
+def test_cli_resume_of_a_config_without_a_setting_of_unknown_value_exits_2(sphere_capture, tmp_path, capsys, dropped):
+    out = tmp_path / "field"
+    fit(sphere_capture, out, _config(4, checkpoint_every=2), device=CPU, show_progress=False)
+    _drop_saved_settings(out, dropped)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", str(sphere_capture), "--out", str(out), "--resume", "--device", "cpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert dropped in err and "--overwrite" in err and len(err.splitlines()) == 1, err
