@@ -289,8 +289,12 @@ def progress(transient: bool = False) -> Progress:
     )
 
 
-def from_plain(cls: type, data: Any, what: str = "config") -> Any:
-    """Rebuild a (nested) config dataclass from plain data; unknown keys are an error naming them."""
+def from_plain(cls: type, data: Any, what: str = "config", *, saved: bool = False) -> Any:
+    """Rebuild a (nested) config dataclass from plain data; unknown keys are an error naming them.
+
+    `saved`: the data is the config a run was started with and is about to be continued. Every setting must then be
+    there (in nested configs too): a missing one means an older neuralsim wrote it, and today's default in its place
+    could change the run halfway, so it is an error naming the settings."""
     import typing
 
     if not isinstance(data, dict):
@@ -300,6 +304,11 @@ def from_plain(cls: type, data: Any, what: str = "config") -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise UserError(f"{what} has unknown setting(s) {unknown}; known: {sorted(names)}.")
+    if saved:
+        missing = _missing_settings(cls, data, hints)
+        if missing:
+            raise UserError(f"{what} has no setting(s) {missing}: an older neuralsim wrote it, and today's defaults "
+                            "could change the run halfway; start it again with --overwrite.")
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]
@@ -312,3 +321,17 @@ def from_plain(cls: type, data: Any, what: str = "config") -> Any:
         return cls(**kwargs)
     except TypeError as e:
         raise UserError(f"{what} is inconsistent ({e}).") from None
+
+
+def _missing_settings(cls: type, data: dict, hints: dict) -> list[str]:
+    """The dataclass fields absent from `data`, as dotted paths, nested configs included."""
+    import typing
+
+    missing = []
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            missing.append(f.name)
+        elif dataclasses.is_dataclass(hints[f.name]) and isinstance(data[f.name], dict):
+            inner = _missing_settings(hints[f.name], data[f.name], typing.get_type_hints(hints[f.name]))
+            missing += [f"{f.name}.{m}" for m in inner]
+    return missing

@@ -44,7 +44,8 @@ def register(app: typer.Typer) -> None:
             if ignored:
                 raise UserError(f"--resume continues the run with its own {out / 'config.json'}; only --steps may "
                                 f"change, not {', '.join(ignored)}.")
-            cfg = from_plain(OptimizeConfig, read_json(out / "config.json", "Run config"), f"Run config {out}")
+            cfg = from_plain(OptimizeConfig, read_json(out / "config.json", "Run config"), f"Run config {out}",
+                             saved=True)
             steps_override = {"steps": steps} if steps is not None else {}
             cfg = dataclasses.replace(cfg, **steps_override)
         else:

@@ -87,20 +87,12 @@ class FitConfig:
 
     @classmethod
     def from_saved(cls, data: Any, what: str = "The saved fit config") -> FitConfig:
-        """The config a fit was started with, from its run folder's `config.json`.
-
-        A fit saved before a setting existed ran without it: such a setting takes its value in `ADDED_LATER`, which
-        reproduces the older code, not today's default. A saved config lacking any other setting cannot be continued
-        as it was started, and is an error naming it."""
+        """The config a fit was started with, from its run folder's `config.json`. A setting added since fits were
+        first saved takes its value in `ADDED_LATER`, which reproduces the older code (not today's default); any
+        other missing setting is an error naming it (`from_plain(saved=True)`)."""
         if not isinstance(data, dict):
             raise UserError(f"{what} must be a JSON object, got {type(data).__name__}.")
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data and f.name not in ADDED_LATER]
-        missing += [f"field.{f.name}" for f in dataclasses.fields(GridFieldConfig)
-                    if f.name not in data.get("field", {})]
-        if missing:
-            raise UserError(f"{what} has no setting(s) {missing}: it was written by an older neuralsim whose value for "
-                            "them is unknown; start the fit again with --overwrite.")
-        return from_plain(cls, {**ADDED_LATER, **data}, what)
+        return from_plain(cls, {**ADDED_LATER, **data}, what, saved=True)
 
 
 ADDED_LATER: dict[str, Any] = {"tv_density": 0.0, "tv_features": 0.0, "appearance_spread": 0.0}

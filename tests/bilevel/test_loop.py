@@ -244,3 +244,16 @@ def test_resume_refuses_overrides_it_would_ignore(cli, tmp_path):
             "--seed", "3")
     assert r.returncode == 2 and "only --steps may change, not --method, --seed" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_resume_of_a_run_saved_without_a_setting_exits_2(cli, assets, tmp_path):
+    from neuralsim.runtime import to_plain
+
+    saved = to_plain(config(assets))
+    del saved["hvp_images"], saved["source"]["patch_rays"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    r = cli("optimize", tmp_path / "optimize.json", "--out", tmp_path / "run", "--resume")
+    assert r.returncode == 2, r.stderr
+    err = r.stderr.strip()
+    assert "'source.patch_rays'" in err and "'hvp_images'" in err and "--overwrite" in err and len(err.splitlines()) == 1, err
