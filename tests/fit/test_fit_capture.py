@@ -59,21 +59,30 @@ def test_resume_after_interruption_equals_an_uninterrupted_fit(sphere_capture, t
     config = _config(40, checkpoint_every=10)
     fit(sphere_capture, tmp_path / "whole", config, device=CPU, show_progress=False)
 
+    _fit_interrupted_at(25, sphere_capture, tmp_path / "resumed", config, monkeypatch)
+    assert not (tmp_path / "resumed" / "field.json").exists()
+    fit(sphere_capture, tmp_path / "resumed", config, device=CPU, resume=True, steps_given=False, show_progress=False)
+    _assert_same_field(tmp_path / "whole", tmp_path / "resumed")
+
+
+def _fit_interrupted_at(step: int, capture: Path, out: Path, config: FitConfig, monkeypatch) -> None:
+    """Start a fit and stop it as a kill would, just before `step`."""
     original = trainer.train_step
 
-    def interrupted(field, optimizer, bank, cfg, step):
-        if step == 25:
+    def interrupted(field, optimizer, bank, cfg, t):
+        if t == step:
             raise KeyboardInterrupt
-        return original(field, optimizer, bank, cfg, step)
+        return original(field, optimizer, bank, cfg, t)
 
-    monkeypatch.setattr(trainer, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        fit(sphere_capture, tmp_path / "resumed", config, device=CPU, show_progress=False)
-    assert not (tmp_path / "resumed" / "field.json").exists()
-    monkeypatch.setattr(trainer, "train_step", original)
-    fit(sphere_capture, tmp_path / "resumed", config, device=CPU, resume=True, steps_given=False, show_progress=False)
-    whole, resumed = load_field(tmp_path / "whole"), load_field(tmp_path / "resumed")
-    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "train_step", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            fit(capture, out, config, device=CPU, show_progress=False)
+
+
+def _assert_same_field(a_dir: Path, b_dir: Path) -> None:
+    a_field, b_field = load_field(a_dir), load_field(b_dir)
+    for (name, a), (_, b) in zip(a_field.state_dict().items(), b_field.state_dict().items()):
         assert torch.equal(a, b), name
 
 
@@ -192,18 +201,9 @@ def test_resuming_a_fit_saved_before_the_regularisers_keeps_them_off(sphere_capt
     off = _config(20, checkpoint_every=10, tv_density=0.0, tv_features=0.0, appearance_spread=0.0)
     fit(sphere_capture, tmp_path / "whole", off, device=CPU, show_progress=False)
 
-    original = trainer.train_step
-    seen = []
-
-    def interrupted(field, optimizer, bank, cfg, step):
-        if step == 15:
-            raise KeyboardInterrupt
-        return original(field, optimizer, bank, cfg, step)
-
-    monkeypatch.setattr(trainer, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        fit(sphere_capture, tmp_path / "old", off, device=CPU, show_progress=False)
+    _fit_interrupted_at(15, sphere_capture, tmp_path / "old", off, monkeypatch)
     _drop_saved_settings(tmp_path / "old", "tv_density", "tv_features", "appearance_spread")
+    original, seen = trainer.train_step, []
 
     def recording(field, optimizer, bank, cfg, step):
         seen.append((cfg.tv_density, cfg.tv_features, cfg.appearance_spread))
@@ -212,9 +212,7 @@ def test_resuming_a_fit_saved_before_the_regularisers_keeps_them_off(sphere_capt
     monkeypatch.setattr(trainer, "train_step", recording)
     fit(sphere_capture, tmp_path / "old", _config(20), device=CPU, resume=True, steps_given=False, show_progress=False)
     assert len(seen) == 10 and set(seen) == {(0.0, 0.0, 0.0)}
-    whole, resumed = load_field(tmp_path / "whole"), load_field(tmp_path / "old")
-    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
-        assert torch.equal(a, b), name
+    _assert_same_field(tmp_path / "whole", tmp_path / "old")
 
 
 @pytest.mark.parametrize("dropped", ["lr_density", "field.feature_channels"])
