@@ -138,17 +138,15 @@ def write_bench_report(out: str | Path) -> Path:
     report.heading(f"Test AP of the biased objects (mean ± std over seeds; each run: mean of its last {TAIL} outer steps)")
     table = []
     for obj in biased:
-        mean = np.zeros((len(inits), len(methods)))
-        spread = np.zeros_like(mean)
-        for i, init in enumerate(inits):
-            for j, method in enumerate(methods):
-                values = [r[f"ap/{obj}"] or 0.0 for r in rows if r["init"] == init and r["method"] == method]
-                mean[i, j], spread[i, j] = (np.mean(values), np.std(values)) if values else (np.nan, 0.0)
+        cells = [[[100 * (r[f"ap/{obj}"] or 0.0) for r in rows if r["init"] == init and r["method"] == method]
+                  for method in methods] for init in inits]
+        for init, row in zip(inits, cells):
+            for method, values in zip(methods, row):
                 if values:
                     group = [r for r in rows if r["init"] == init and r["method"] == method]
-                    table.append([obj, init, method, len(values), _steps(group), float(mean[i, j]),
-                                  float(spread[i, j]), float(np.mean([r[f"tv_last/{obj}"] for r in group]))])
-        report.figure(f"ap_{obj}", plot_method_bars(inits, methods, mean * 100, spread * 100, "AP (points)",
+                    table.append([obj, init, method, len(values), _steps(group), float(np.mean(values)) / 100,
+                                  float(np.std(values)) / 100, float(np.mean([r[f"tv_last/{obj}"] for r in group]))])
+        report.figure(f"ap_{obj}", plot_method_bars(inits, methods, cells, "AP (points)",
                                                     f"{obj}: test AP by initialisation and method"))
     report.table(["object", "ψ init", "method", "seeds", "steps", "AP mean", "AP std", "TV(ψ last, test)"], table)
     report.heading("Compute per run (equal detector training for all but LTS; images rendered include the estimator's "

@@ -109,16 +109,23 @@ def plot_curves(steps: list[int], series: dict[str, list[float]], ylabel: str, t
     return fig
 
 
-def plot_method_bars(groups: list[str], methods: list[str], mean: np.ndarray, spread: np.ndarray, ylabel: str, title: str):
-    """Grouped bars (groups × methods) with error bars — the paper's Fig. 4 as bars per initialisation."""
+def plot_method_bars(groups: list[str], methods: list[str], values: list[list[list[float]]], ylabel: str, title: str):
+    """Grouped bars (groups × methods) — the paper's Fig. 4 as bars per initialisation. `values[g][m]` holds one value
+    per seed: the bar is their mean, each seed a dot on it, and the error bar (± std) is drawn where there are two
+    or more."""
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(groups) * len(methods) / 2), 3.2))
     width = 0.8 / len(methods)
-    x = np.arange(len(groups))
     for i, m in enumerate(methods):
-        ax.bar(x + (i - (len(methods) - 1) / 2) * width, mean[:, i], width, yerr=spread[:, i], capsize=3, label=m)
-    ax.set_xticks(x, groups)
+        x = np.arange(len(groups)) + (i - (len(methods) - 1) / 2) * width
+        cells = [values[g][i] for g in range(len(groups))]
+        mean = [np.mean(c) if c else np.nan for c in cells]
+        std = [np.std(c) if len(c) > 1 else np.nan for c in cells]
+        ax.bar(x, mean, width, yerr=std, capsize=3, label=m)
+        for xi, c in zip(x, cells):
+            ax.plot(np.full(len(c), xi), c, "o", ms=3, color="black", alpha=0.6)
+    ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title + " (dots: seeds)", fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     return fig
