@@ -294,7 +294,9 @@ def from_plain(cls: type, data: Any, what: str = "config", *, saved: bool = Fals
 
     `saved`: the data is the config a run was started with and is about to be continued. Every setting must then be
     there (in nested configs too): a missing one means an older neuralsim wrote it, and today's default in its place
-    could change the run halfway, so it is an error naming the settings."""
+    could change the run halfway, so it is an error naming the settings. A config class may list the settings it
+    gained later in a class attribute `ADDED_LATER` (name → the value that reproduces the code before them); those
+    take that value when missing."""
     import typing
 
     if not isinstance(data, dict):
@@ -305,6 +307,7 @@ def from_plain(cls: type, data: Any, what: str = "config", *, saved: bool = Fals
     if unknown:
         raise UserError(f"{what} has unknown setting(s) {unknown}; known: {sorted(names)}.")
     if saved:
+        data = {**getattr(cls, "ADDED_LATER", {}), **data}
         missing = _missing_settings(cls, data, hints)
         if missing:
             raise UserError(f"{what} has no setting(s) {missing}: an older neuralsim wrote it, and today's defaults "
@@ -313,7 +316,7 @@ def from_plain(cls: type, data: Any, what: str = "config", *, saved: bool = Fals
     for key, value in data.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_plain(hint, value, f"{what}.{key}")
+            value = from_plain(hint, value, f"{what}.{key}", saved=saved)
         elif typing.get_origin(hint) is tuple and isinstance(value, list):
             value = tuple(value)
         kwargs[key] = value
@@ -332,6 +335,8 @@ def _missing_settings(cls: type, data: dict, hints: dict) -> list[str]:
         if f.name not in data:
             missing.append(f.name)
         elif dataclasses.is_dataclass(hints[f.name]) and isinstance(data[f.name], dict):
-            inner = _missing_settings(hints[f.name], data[f.name], typing.get_type_hints(hints[f.name]))
+            inner_cls = hints[f.name]
+            inner = _missing_settings(inner_cls, {**getattr(inner_cls, "ADDED_LATER", {}), **data[f.name]},
+                                      typing.get_type_hints(inner_cls))
             missing += [f"{f.name}.{m}" for m in inner]
     return missing

@@ -14,6 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -65,6 +66,9 @@ class OptimizeConfig:
     """Lighting conditions (field anchors) ψ mixes when it starts uniform."""
     factors: list[str] = field(default_factory=lambda: ["azimuth"])
     """Factors of ψ to optimise: azimuth, elevation, radius, lighting."""
+    psi_objects: list[str] | None = None
+    """Objects whose ψ is optimised; None: every object. The others keep their initial ψ — for objects whose data
+    already match the target, which a ψ fitted to a small validation set would only narrow (docs/RESULTS.md)."""
     method: str = "nso"
     """ns (no optimisation), nso (Neural-Sim pathwise), autosim (score function), influence (ours), lts (REINFORCE)."""
     steps: int = 20
@@ -92,6 +96,9 @@ class OptimizeConfig:
     seed: int = 0
     device: str = "auto"
 
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"psi_objects": None}
+    """Settings added after runs were first saved, with the value that reproduces a run saved without them."""
+
     def __post_init__(self):
         # The estimator follows `method`: hypergradient.method left at its default takes it, another one is an error
         # (a config saying method "influence" must not run the nso estimator under that name).
@@ -118,6 +125,9 @@ class OptimizeConfig:
             raise UserError("steps, images_per_object and hvp_images must be at least 1.")
         if self.method != "ns" and not self.factors:
             raise UserError(f"method {self.method} needs at least one factor of ψ to optimise (factors is empty).")
+        if self.method != "ns" and self.psi_objects is not None and not self.psi_objects:
+            raise UserError(f"method {self.method} needs at least one object whose ψ to optimise (psi_objects is "
+                            "empty; leave it out to optimise every object).")
         if "lighting" in self.factors and (self.method in ("autosim", "lts") or (
                 self.method == "influence" and not self.hypergradient.influence_pathwise_lighting)):
             raise UserError(f"method {self.method} cannot optimise the lighting weights: its estimate covers the bin "
@@ -168,14 +178,19 @@ class BilevelRun:
         if missing:
             raise UserError(f"ψ has no distribution for object(s) {missing} of the validation set.")
         psi = Psi({o: psi.objects[o] for o in self.names})
+        self._set_trainable(psi)
         factors = [] if cfg.method == "ns" else cfg.factors
-        psi.set_trainable(factors)  # refuses unknown factors
         single = sorted({f for f in factors for o in psi.objects.values()
                          if len(o.lighting.names if f == "lighting" else o.factors[f].probs()) < 2})
         if single:
             raise UserError(f"Factor(s) {', '.join(single)} of ψ are to be optimised but have a single bin (or lighting "
                             "condition), so their gradient is always 0: give them more bins or leave them out of factors.")
         return psi
+
+    def _set_trainable(self, psi: Psi) -> None:
+        """ψ's leaves to optimise: the configured factors of the configured objects (none under `ns`)."""
+        cfg = self.cfg
+        psi.set_trainable([] if cfg.method == "ns" else cfg.factors, cfg.psi_objects)  # refuses unknown names
 
     def _load_shots(self, path: str | None) -> TensorDetectionData | None:
         if path is None:
@@ -236,9 +251,8 @@ class BilevelRun:
                 self.run.truncate_metrics(-1)  # its step 0 may be logged already
             return
         state = read_json(path, "Checkpoint")
-        trainable = [n.split("/")[-1] for n in self.psi.trainable()]
         self.psi.objects = Psi.from_json(state["psi"], "checkpointed ψ").objects
-        self.psi.set_trainable(set(trainable))
+        self._set_trainable(self.psi)
         self.optimizer = PsiOptimizer(self.psi, self.cfg.psi_optimizer)
         self.optimizer.load_state_dict(state["psi_optimizer"])
         self.lts.baseline = state["lts_baseline"]

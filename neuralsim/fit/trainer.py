@@ -9,7 +9,7 @@ import json
 import time
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -85,18 +85,9 @@ class FitConfig:
     field: GridFieldConfig = dataclass_field(default_factory=GridFieldConfig)
     """The grid field's configuration."""
 
-    @classmethod
-    def from_saved(cls, data: Any, what: str = "The saved fit config") -> FitConfig:
-        """The config a fit was started with, from its run folder's `config.json`. A setting added since fits were
-        first saved takes its value in `ADDED_LATER`, which reproduces the older code (not today's default); any
-        other missing setting is an error naming it (`from_plain(saved=True)`)."""
-        if not isinstance(data, dict):
-            raise UserError(f"{what} must be a JSON object, got {type(data).__name__}.")
-        return from_plain(cls, {**ADDED_LATER, **data}, what, saved=True)
-
-
-ADDED_LATER: dict[str, Any] = {"tv_density": 0.0, "tv_features": 0.0, "appearance_spread": 0.0}
-"""Fit settings added after fits were first saved, with the value that reproduces a fit saved without them."""
+    ADDED_LATER: ClassVar[dict[str, Any]] = {"tv_density": 0.0, "tv_features": 0.0, "appearance_spread": 0.0}
+    """Settings added after fits were first saved, with the value that reproduces a fit saved without them (read by
+    `from_plain(saved=True)` when a fit is resumed)."""
 
 
 @dataclass
@@ -242,7 +233,7 @@ def fit(capture_dir: str | Path, out: str | Path, config: FitConfig, *, device: 
         if fitted_on is not None and Path(fitted_on) != Path(capture_dir).resolve():
             raise UserError(f"{out} is a fit of the capture {fitted_on}, not of {Path(capture_dir).resolve()}; resume it "
                             "with its own capture.")
-        saved = FitConfig.from_saved(saved_run.get("fit"), f"{out / 'config.json'}'s fit config")
+        saved = from_plain(FitConfig, saved_run.get("fit"), f"{out / 'config.json'}'s fit config", saved=True)
         config = dataclasses.replace(saved, steps=config.steps) if steps_given else saved
     else:
         run = RunDir(out, {"fit": config, "capture": str(Path(capture_dir).resolve())}, overwrite=overwrite)

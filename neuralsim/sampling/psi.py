@@ -331,14 +331,20 @@ class Psi:
     def trainable(self) -> dict[str, Tensor]:
         return {name: t for name, t in self.parameters().items() if t.requires_grad}
 
-    def set_trainable(self, factors: Iterable[str]) -> Psi:
-        """Optimise only these factors (of "azimuth", "elevation", "radius", "lighting") for every object."""
+    def set_trainable(self, factors: Iterable[str], objects: Iterable[str] | None = None) -> Psi:
+        """Optimise only these factors (of "azimuth", "elevation", "radius", "lighting"), for these objects (None:
+        every object); every other leaf keeps its value."""
         factors = set(factors)
         unknown = factors - set(FACTORS) - {"lighting"}
         if unknown:
             raise UserError(f"Unknown ψ factor(s) {sorted(unknown)}; choose from {[*FACTORS, 'lighting']}.")
+        objects = set(self.objects if objects is None else objects)
+        unknown = sorted(objects - set(self.objects))
+        if unknown:
+            raise UserError(f"ψ has no distribution for object(s) {unknown} to optimise; it has {sorted(self.objects)}.")
         for name, t in self.parameters().items():
-            t.requires_grad_(name.split("/")[-1] in factors)
+            obj, factor = name.rsplit("/", 1)
+            t.requires_grad_(factor in factors and obj in objects)
         return self
 
     def lighting_names(self) -> list[str]:

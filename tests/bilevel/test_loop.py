@@ -250,10 +250,24 @@ def test_resume_of_a_run_saved_without_a_setting_exits_2(cli, assets, tmp_path):
     from neuralsim.runtime import to_plain
 
     saved = to_plain(config(assets))
-    del saved["hvp_images"], saved["source"]["patch_rays"]
+    del saved["hvp_images"], saved["source"]["patch_rays"], saved["psi_objects"]  # the last was added later
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     r = cli("optimize", tmp_path / "optimize.json", "--out", tmp_path / "run", "--resume")
     assert r.returncode == 2, r.stderr
     err = r.stderr.strip()
-    assert "'source.patch_rays'" in err and "'hvp_images'" in err and "--overwrite" in err and len(err.splitlines()) == 1, err
+    assert "'source.patch_rays'" in err and "'hvp_images'" in err and "psi_objects" not in err and "--overwrite" in err and len(err.splitlines()) == 1, err
+
+
+def test_psi_objects_leaves_the_other_objects_psi_alone(assets, tmp_path):
+    cfg = dataclasses.replace(config(assets, method="influence", steps=1), psi_objects=["a"])
+    path = BilevelRun(cfg, tmp_path / "only-a").run_all()
+    record = json.loads((path / "metrics.jsonl").read_text())
+    assert set(record["hypergradient"]) == {"a/azimuth"}
+    assert record["renders"]["probe_renders"] > 0 and record["psi_after"]["b"] == record["psi"]["b"]
+    assert np.abs(np.subtract(record["psi_after"]["a"]["azimuth"], record["psi"]["a"]["azimuth"])).max() > 1e-3
+    with pytest.raises(UserError, match=r"no distribution for object\(s\) \['c'\]"):
+        BilevelRun(dataclasses.replace(cfg, psi_objects=["c"]), tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(UserError, match="psi_objects is empty"):
+        BilevelRun(dataclasses.replace(cfg, psi_objects=[]), tmp_path / "none")

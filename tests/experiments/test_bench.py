@@ -73,6 +73,7 @@ def test_substitution_renders_the_same_placements_twice_and_scores_both(cli, tin
     ({"gap": "illumination", "methods": ["autosim"]}, "autosim and lts cannot"),
     ({"seeds": [-1]}, "Seeds must be whole numbers"), ({"seeds": [True]}, "Seeds must be whole numbers"),
     ({"seeds": ["0"]}, "Seeds must be whole numbers"), ({"inits": []}, "no ψ initialisation"),
+    ({"psi_objects": "some"}, "psi_objects must be 'all' or 'biased'"),
 ])
 def test_bad_bench_config_gives_one_line_and_exit_code_2(cli, tmp_path, change, words):
     (tmp_path / "bench.json").write_text(json.dumps(TINY | change))
@@ -153,3 +154,14 @@ def test_summary_takes_the_benchs_own_biased_objects_and_keeps_a_diverged_loss_v
     (row,) = summarise(tmp_path)["rows"]
     assert row["tv_last/025_mug"] == pytest.approx(7 / 8)  # its target is the pose gap's one bin, not uniform
     assert row["val_loss"] != row["val_loss"]  # NaN: the last step's loss diverged (logged null), not 0
+
+
+@pytest.mark.parametrize("psi_objects,expected", [("all", None), ("biased", ["019_pitcher_base"])])
+def test_psi_objects_biased_hands_the_runs_only_the_biased_objects(tmp_path, psi_objects, expected):
+    from neuralsim.experiments.recipes import BenchConfig, Prepared, run_config
+
+    plain = {k: v for k, v in TINY.items() if k not in ("detector", "train")}  # those two stay at their defaults
+    bench = BenchConfig(**plain, psi_objects=psi_objects)
+    objects = {o: str(tmp_path / o) for o in bench.objects}
+    prepared = Prepared(fields=objects, val="val", test="test", detectors={"different": "det"})
+    assert run_config(bench, prepared, "different", "influence", 0, tmp_path / "psi.json").psi_objects == expected

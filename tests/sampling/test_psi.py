@@ -169,3 +169,11 @@ def test_every_object_must_mix_the_same_lighting_in_the_same_order():
     psi.objects["b"] = swapped.objects["b"]
     with pytest.raises(UserError, match="same order"):
         psi.lighting_names()
+
+
+def test_set_trainable_picks_factors_of_the_named_objects_only():
+    psi = init_psi(PsiInit(["a", "b", "c"], lighting=["x", "y"])).set_trainable(["azimuth", "lighting"], ["a", "c"])
+    assert sorted(psi.trainable()) == ["a/azimuth", "a/lighting", "c/azimuth", "c/lighting"]
+    assert sorted(psi.set_trainable(["radius"]).trainable()) == ["a/radius", "b/radius", "c/radius"]  # None: all
+    with pytest.raises(UserError, match=r"no distribution for object\(s\) \['d'\]"):
+        psi.set_trainable(["azimuth"], ["a", "d"])
