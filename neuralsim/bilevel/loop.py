@@ -67,8 +67,9 @@ class OptimizeConfig:
     factors: list[str] = field(default_factory=lambda: ["azimuth"])
     """Factors of ψ to optimise: azimuth, elevation, radius, lighting."""
     psi_objects: list[str] | None = None
-    """Objects whose ψ is optimised; None: every object. The others keep their initial ψ — for objects whose data
-    already match the target, which a ψ fitted to a small validation set would only narrow (docs/RESULTS.md)."""
+    """Objects whose ψ is optimised; None: every object. The others keep their initial ψ and cost the estimator
+    nothing (no probe renders, no pass 2): for a catalogue in which only some objects' target views are in
+    question, e.g. new products next to ones whose data are known to match."""
     method: str = "nso"
     """ns (no optimisation), nso (Neural-Sim pathwise), autosim (score function), influence (ours), lts (REINFORCE)."""
     steps: int = 20

@@ -82,8 +82,7 @@ class BenchConfig:
     `PsiOptimizerConfig.per_object`."""
     psi_objects: str = "all"
     """Objects whose ψ the methods optimise: "all", or "biased" — the others keep ψ₀, which on the gaps is their test
-    distribution. On the pose gap `influence` narrowed the unbiased objects' uniform ψ onto the views their 20
-    validation images favour, and a detector trained from scratch on that data lost 4 AP on them (docs/RESULTS.md)."""
+    distribution (`OptimizeConfig.psi_objects`)."""
     psi_natural: bool = True
     """Natural-gradient (mirror-descent) ψ steps on the bin logits; see `PsiOptimizerConfig.natural`."""
     paired_probes: bool = False
