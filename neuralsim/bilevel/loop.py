@@ -181,7 +181,8 @@ class BilevelRun:
         psi = Psi({o: psi.objects[o] for o in self.names})
         self._set_trainable(psi)
         factors = [] if cfg.method == "ns" else cfg.factors
-        single = sorted({f for f in factors for o in psi.objects.values()
+        optimised = [psi.objects[o] for o in (cfg.psi_objects if cfg.psi_objects is not None else self.names)]
+        single = sorted({f for f in factors for o in optimised
                          if len(o.lighting.names if f == "lighting" else o.factors[f].probs()) < 2})
         if single:
             raise UserError(f"Factor(s) {', '.join(single)} of ψ are to be optimised but have a single bin (or lighting "

@@ -16,7 +16,7 @@ from neuralsim.bilevel.loop import BilevelRun, OptimizeConfig
 from neuralsim.bilevel.reinforce import ReinforceConfig
 from neuralsim.data.coco import CocoBuilder
 from neuralsim.errors import UserError
-from neuralsim.sampling.psi import Psi
+from neuralsim.sampling.psi import Psi, PsiInit, init_psi
 from neuralsim.tasks.checkpoint import load_detector, save_detector
 from neuralsim.tasks.detector import DetectorConfig
 from neuralsim.tasks.train import TrainConfig
@@ -271,3 +271,19 @@ def test_psi_objects_leaves_the_other_objects_psi_alone(assets, tmp_path):
     assert not (tmp_path / "c").exists()
     with pytest.raises(UserError, match="psi_objects is empty"):
         BilevelRun(dataclasses.replace(cfg, psi_objects=[]), tmp_path / "none")
+
+
+def test_single_bin_check_covers_only_the_objects_optimised(assets, tmp_path):
+    """A factor with one bin blocks the run only where it is optimised: here b's elevation, not a's."""
+    cfg = dataclasses.replace(config(assets), factors=["azimuth", "elevation"],
+                              bins={"azimuth": 4, "elevation": 2, "radius": 1})
+    psi = init_psi(PsiInit(objects=["a", "b"], bins=dict(cfg.bins), lighting=list(cfg.lighting))).to_json()
+    b = psi["objects"]["b"]
+    b["elevation"] = {**b["elevation"], "probs": [1.0]}
+    del b["elevation"]["logits"]
+    (tmp_path / "psi.json").write_text(json.dumps(psi))
+    cfg = dataclasses.replace(cfg, psi=str(tmp_path / "psi.json"))
+    with pytest.raises(UserError, match="elevation of ψ are to be optimised but have a single bin"):
+        BilevelRun(cfg, tmp_path / "both")
+    run = BilevelRun(dataclasses.replace(cfg, psi_objects=["a"]), tmp_path / "only-a")
+    assert set(run.psi.trainable()) == {"a/azimuth", "a/elevation"}
