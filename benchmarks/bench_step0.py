@@ -35,6 +35,7 @@ ESTIMATORS = {  # name → τ of the training draws (None: discrete); "boxes hel
     "nso τ=0.1 boxes held": 0.1,
     "nso τ=1 boxes held": 1.0,
     "autosim": None,
+    "lts": None,  # REINFORCE on the validation loss of K detectors trained from θ (no v)
     "influence": None,
     "influence paired": None,  # probe j of every bin shares its other factors, background and shift
 }
@@ -42,6 +43,9 @@ ESTIMATORS = {  # name → τ of the training draws (None: discrete); "boxes hel
 
 def estimate(name: str, run: BilevelRun, task: DetectorTask, v: torch.Tensor, generator: torch.Generator,
              probes: int) -> dict[str, torch.Tensor]:
+    if name == "lts":
+        run.lts.baseline = None  # each draw is a first step: its baseline is the mean of its own K rewards
+        return run.lts_hypergradient(generator, 1)[0]
     train = draw_training_set(run.psi, run.counts(), run.source, generator, ESTIMATORS[name])
     if name.startswith("nso"):
         return pathwise(run.psi, train, task, v, run.source.vjp, replay_batch=4, factors=(run.cfg.factors[0],),

@@ -304,6 +304,14 @@ class BilevelRun:
             per_class[name] = float(losses[rows].mean()) if rows else None
         return {f"{split}_loss": float(losses.mean()), f"{split}_loss_per_class": per_class}
 
+    def lts_hypergradient(self, generator: torch.Generator, t: int) -> tuple[dict[str, Tensor], list[float], list]:
+        """LTS's estimate at step t from the current detector: K copies of it trained on sets drawn from ψ, the
+        gradient from their validation losses; also the K rewards and the K trained detectors."""
+        self._lts_base, self._lts_models, self._step = self.model, [], t
+        grads, rewards = self.lts.hypergradient(self.psi, self.counts(), generator)
+        models, self._lts_models = self._lts_models, []
+        return grads, rewards, models
+
     def _lts_train_and_evaluate(self, train: TrainingSet) -> float:
         model = copy.deepcopy(self._lts_base)
         self._train(model, train, self._step)
@@ -317,10 +325,9 @@ class BilevelRun:
         cg_residual, cg_negative, grads, rewards = None, None, None, None
         psi_used = self.psi.probabilities()  # ψ_t, which drew this step's data
         if cfg.method == "lts":
-            self._lts_base, self._lts_models, self._step = self.model, [], t
             with clock("lts"):
-                grads, rewards = self.lts.hypergradient(self.psi, self.counts(), generator)
-            self.model = self._lts_models[0]  # trained on a set drawn from ψ_t, like every other method's
+                grads, rewards, models = self.lts_hypergradient(generator, t)
+            self.model = models[0]  # trained on a set drawn from ψ_t, like every other method's
             train = None
         else:
             tau = cfg.hypergradient.draw_tau if cfg.method != "ns" else None
