@@ -50,7 +50,8 @@ def summarise(out: str | Path) -> dict:
 
     out = Path(out)
     bench = read_json(out / "bench.json", "Benchmark record")["bench"]
-    gap = bench_gap(bench["gap"], bench["objects"], bench["biased"])
+    bins = {k: bench.get(k) for k in ("target_bin", "different_bin")}
+    gap = bench_gap(bench["gap"], bench["objects"], bench["biased"], **bins)
     factor = gap.factor
     rows = []
     for (init, method, seed), metrics in load_runs(out).items():
@@ -72,7 +73,7 @@ def summarise(out: str | Path) -> dict:
             row[f"tv_first/{obj}"] = total_variation(metrics[0]["psi"][obj][factor], target)
             row[f"tv_last/{obj}"] = total_variation(last["psi_after"][obj][factor], target)
         rows.append(row)
-    summary = {"gap": bench["gap"], "objects": bench["objects"], "biased": bench["biased"], "rows": rows}
+    summary = {"gap": bench["gap"], "objects": bench["objects"], "biased": bench["biased"], **bins, "rows": rows}
     atomic_write_json(out / "summary.json", summary)
     return summary
 
@@ -126,7 +127,7 @@ def write_bench_report(out: str | Path) -> Path:
     out = Path(out)
     summary = summarise(out)
     rows, biased = summary["rows"], summary["biased"]
-    gap = bench_gap(summary["gap"], summary["objects"], biased)
+    gap = bench_gap(summary["gap"], summary["objects"], biased, summary.get("target_bin"), summary.get("different_bin"))
     report = Report(f"neuralsim bench — {gap.name} gap")
     if rows:
         atomic_write_text(out / "summary.md", markdown_table(summary))

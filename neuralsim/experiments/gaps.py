@@ -16,6 +16,7 @@ import numpy as np
 
 from neuralsim.assets.catalog import PAPER_SIX, builtin_names
 from neuralsim.assets.renderer import lighting_names
+from neuralsim.errors import UserError
 from neuralsim.sampling.bins import FactorBins, LightingWeights, ObjectDistribution
 
 INITS = ("same", "uniform", "different")
@@ -48,9 +49,29 @@ GAPS: dict[str, Gap] = {
 }
 
 
-def bench_gap(name: str, objects, biased) -> Gap:
-    """The gap `name` with a benchmark's own objects and biased objects."""
-    return dataclasses.replace(GAPS[name], objects=tuple(objects), biased=tuple(biased))
+def bench_gap(name: str, objects, biased, target_bin: int | str | None = None,
+              different_bin: int | str | None = None) -> Gap:
+    """The gap `name` with a benchmark's own objects and biased objects, and optionally its own target and
+    "different" bins (indices, or on the illumination gap lighting names; None: the gap's own)."""
+    gap = GAPS[name]
+    target, different = _bin_index(gap, "target_bin", target_bin), _bin_index(gap, "different_bin", different_bin)
+    if target == different:
+        raise UserError(f"target_bin and different_bin are both bin {target} of the {name} gap: the \"different\" "
+                        "start would be the \"same\" one.")
+    return dataclasses.replace(gap, objects=tuple(objects), biased=tuple(biased), target_bin=target,
+                               different_bin=different)
+
+
+def _bin_index(gap: Gap, key: str, value: int | str | None) -> int:
+    if value is None:
+        return getattr(gap, key)
+    if isinstance(value, str) and gap.factor == "lighting":
+        if value not in gap.lighting:
+            raise UserError(f"{key} {value!r} is not a lighting condition; choose from {', '.join(gap.lighting)}.")
+        return gap.lighting.index(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < gap.k:
+        raise UserError(f"{key} must be a bin index from 0 to {gap.k - 1} for the {gap.name} gap, got {value!r}.")
+    return value
 
 
 def _one_hot(k: int, index: int) -> np.ndarray:

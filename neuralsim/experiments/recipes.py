@@ -34,6 +34,12 @@ class BenchConfig:
     """pose, zoom, illumination or ycb21."""
     objects: list[str] = field(default_factory=lambda: list(PAPER_SIX))
     biased: list[str] = field(default_factory=lambda: ["019_pitcher_base", "035_power_drill"])
+    target_bin: int | str | None = None
+    """The bin the biased objects are tested from (0-based), instead of the gap's own; on the illumination gap also a
+    lighting condition's name. None: the gap's (pose: azimuth bin 0, zoom: the farthest radius bin, illumination:
+    dim_top)."""
+    different_bin: int | str | None = None
+    """The bin that ψ₀ = "different" puts its mass on, as `target_bin`; None: the gap's."""
     size: int = 64
     """Image size of captures, target sets and training images (pixels)."""
     capture_views: int = 100
@@ -122,10 +128,11 @@ class BenchConfig:
             raise UserError(f"psi_objects must be 'all' or 'biased', not {self.psi_objects!r}.")
         if not isinstance(self.shots_per_object, int) or self.shots_per_object < 0:
             raise UserError(f"shots_per_object must be a whole number ≥ 0, got {self.shots_per_object!r}.")
+        _ = self.gap_spec  # a UserError on a bad target_bin or different_bin
 
     @property
     def gap_spec(self) -> Gap:
-        return bench_gap(self.gap, self.objects, self.biased)
+        return bench_gap(self.gap, self.objects, self.biased, self.target_bin, self.different_bin)
 
 
 def load_bench_config(gap_or_path: str) -> BenchConfig:

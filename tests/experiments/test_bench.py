@@ -74,6 +74,9 @@ def test_substitution_renders_the_same_placements_twice_and_scores_both(cli, tin
     ({"seeds": [-1]}, "Seeds must be whole numbers"), ({"seeds": [True]}, "Seeds must be whole numbers"),
     ({"seeds": ["0"]}, "Seeds must be whole numbers"), ({"inits": []}, "no ψ initialisation"),
     ({"psi_objects": "some"}, "psi_objects must be 'all' or 'biased'"),
+    ({"target_bin": 8}, "bin index from 0 to 7"), ({"gap": "illumination", "target_bin": "fog"},
+                                                   "not a lighting condition"),
+    ({"different_bin": 0}, "would be the \"same\" one"),
 ])
 def test_bad_bench_config_gives_one_line_and_exit_code_2(cli, tmp_path, change, words):
     (tmp_path / "bench.json").write_text(json.dumps(TINY | change))
@@ -165,3 +168,35 @@ def test_psi_objects_biased_hands_the_runs_only_the_biased_objects(tmp_path, psi
     objects = {o: str(tmp_path / o) for o in bench.objects}
     prepared = Prepared(fields=objects, val="val", test="test", detectors={"different": "det"})
     assert run_config(bench, prepared, "different", "influence", 0, tmp_path / "psi.json").psi_objects == expected
+
+
+def test_a_bench_may_name_its_own_target_and_different_bins():
+    from neuralsim.experiments.gaps import target_probs
+    from neuralsim.experiments.recipes import BenchConfig, initial_psi
+
+    bench = BenchConfig(gap="illumination", objects=TINY["objects"], biased=TINY["biased"], target_bin="warm_left",
+                        different_bin="cool_right")
+    bench.validate()
+    gap = bench.gap_spec
+    names = list(gap.lighting)
+    assert list(target_probs(gap, "019_pitcher_base")) == [float(n == "warm_left") for n in names]
+    weights = initial_psi(gap, "different").objects["019_pitcher_base"].lighting.weights().detach()
+    assert names[int(weights.argmax())] == "cool_right" and float(weights.max()) == pytest.approx(0.8)
+    assert BenchConfig(gap="zoom", target_bin=2).gap_spec.target_bin == 2  # indices on the binned gaps
+
+
+@pytest.mark.parametrize("target_bin,tv", [(None, 1.0), (3, 0.0)])
+def test_the_summary_measures_tv_against_the_benchs_own_target_bin(tmp_path, target_bin, tv):
+    from neuralsim.experiments.bench_report import summarise
+
+    objects, at3 = ["002_master_chef_can", "025_mug"], [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    bench = TINY | {"objects": objects, "biased": ["025_mug"], "target_bin": target_bin}
+    (tmp_path / "bench.json").write_text(json.dumps({"bench": bench}))
+    run = tmp_path / "runs" / "different-ns-s0"
+    run.mkdir(parents=True)
+    step = {"step": 0, "val_loss": 0.5, "test_ap": 0.2, "test_ap50": 0.4, "detector_trainings": 1,
+            "images_rendered": 4, "seconds": {"total": 1.0}, "per_class": {o: {"ap": 0.1, "ap50": 0.3} for o in objects},
+            "psi": {o: {"azimuth": at3} for o in objects}, "psi_after": {o: {"azimuth": at3} for o in objects}}
+    (run / "metrics.jsonl").write_text(json.dumps(step) + "\n")
+    (row,) = summarise(tmp_path)["rows"]
+    assert row["tv_last/025_mug"] == pytest.approx(tv)
