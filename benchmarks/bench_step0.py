@@ -11,7 +11,6 @@ estimator and per choice of v: the cosine of single draws with the reference (th
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import platform
@@ -43,14 +42,10 @@ ESTIMATORS = {  # name → τ of the training draws (None: discrete); "boxes hel
 
 
 def estimate(name: str, run: BilevelRun, task: DetectorTask, v: torch.Tensor, generator: torch.Generator,
-             probes: int, lts_base=None) -> dict[str, torch.Tensor]:
+             probes: int) -> dict[str, torch.Tensor]:
     if name == "lts":
         run.lts.baseline = None  # each draw is a first step: its baseline is the mean of its own K rewards
-        trained, run.model = run.model, lts_base
-        try:
-            return run.lts_hypergradient(generator, 1)[0]
-        finally:
-            run.model = trained
+        return run.lts_hypergradient(generator, 1)[0]
     train = draw_training_set(run.psi, run.counts(), run.source, generator, ESTIMATORS[name])
     if name.startswith("nso"):
         return pathwise(run.psi, train, task, v, run.source.vjp, replay_batch=4, factors=(run.cfg.factors[0],),
@@ -141,7 +136,6 @@ def main() -> None:
         generator = torch.Generator().manual_seed(derive_seed(0, "step", 0))
         train = draw_training_set(run.psi, run.counts(), run.source, generator, None)
         run._train(run.model, train, 0)
-        lts_base = copy.deepcopy(run.model)  # LTS copies θ per draw; the functional task below leaves it uncopyable
         sub = torch.randperm(len(train), generator=generator)[: cfg.hvp_images]
         task = DetectorTask(run.model, cfg.theta, train.images[sub], [train.targets[i] for i in sub], run.val,
                             cfg.batch_size)
@@ -163,7 +157,7 @@ def main() -> None:
             for name in args.estimators.split(",") if v_name == "cg" or args.identity_draws else []:
                 tick = time.perf_counter()
                 draws[name] = [flat(estimate(name, run, task, v, torch.Generator().manual_seed(derive_seed(2, name, d)),
-                                             args.probes, lts_base), names) for d in range(args.draws)]
+                                             args.probes), names) for d in range(args.draws)]
                 seconds[name] = (time.perf_counter() - tick) / args.draws
                 print(f"{v_name} {name}: {seconds[name]:.1f} s per draw", flush=True)
             # both influence variants are unbiased for the same gradient: their pooled mean is the reference

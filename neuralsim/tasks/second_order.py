@@ -108,7 +108,13 @@ def per_image_grad_dot(model: Detector, params: Params, images: Tensor, targets:
         return per_image_loss(model, p, images.detach(), targets)
 
     primals = {k: p.detach() for k, p in params.items()}
-    _, directional = torch.func.jvp(losses, (primals,), ({k: v[k].detach() for k in params},))
+    anchors = list(model.anchor_generator.cell_anchors)
+    try:
+        _, directional = torch.func.jvp(losses, (primals,), ({k: v[k].detach() for k in params},))
+    finally:
+        # the anchor generator re-stores its cell anchors on every forward; under jvp they come back as wrappers of
+        # the transform, which outlive it and make the model impossible to deep-copy
+        model.anchor_generator.cell_anchors = anchors
     return directional
 
 

@@ -116,6 +116,18 @@ def test_per_image_grad_dot_matches_per_image_gradients(setup):
     torch.testing.assert_close(fast.sum(), dot(loss_grad(model, params, images, targets), v))
 
 
+def test_a_detector_stays_copyable_after_the_forward_mode_pass(setup):
+    """LTS trains copies of the detector that the implicit estimators have just run on."""
+    import copy
+
+    model, images, targets = setup
+    params = select_params(model, "heads")
+    per_image_grad_dot(model, params, images, targets, _random_like(params, 8))
+    twin = copy.deepcopy(model)
+    assert all(torch.equal(a, b) for a, b in zip(twin.anchor_generator.cell_anchors, model.anchor_generator.cell_anchors))
+    torch.testing.assert_close(detection_loss(twin, params, images, targets), detection_loss(model, params, images, targets))
+
+
 def test_loss_is_twice_differentiable_in_images(setup):
     model, images, targets = setup
     params = select_params(model, "heads")
