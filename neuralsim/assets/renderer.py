@@ -38,6 +38,8 @@ LIGHTING: dict[str, Lighting] = {
     "warm_left": Lighting((0.08, 0.06, 0.04), (Light((0.2, 1.0, -0.35), (3.2, 2.2, 1.1)),), "warm key light from the left"),
     "cool_right": Lighting((0.04, 0.06, 0.09), (Light((0.2, -1.0, -0.35), (1.2, 2.0, 3.4)),), "cool key light from the right"),
     "dim_top": Lighting((0.05, 0.05, 0.05), (Light((0.0, 0.0, -1.0), (0.9, 0.9, 0.85)),), "dim light from straight above"),
+    "low_light": Lighting((0.012, 0.012, 0.016), (Light((0.0, 0.0, 1.0), (0.8, 0.8, 0.9)),),
+                          "a dark room lit faintly from below: seen from above, the object is nearly a silhouette"),
 }
 
 

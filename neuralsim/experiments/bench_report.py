@@ -50,7 +50,7 @@ def summarise(out: str | Path) -> dict:
 
     out = Path(out)
     bench = read_json(out / "bench.json", "Benchmark record")["bench"]
-    bins = {k: bench.get(k) for k in ("target_bin", "different_bin")}
+    bins = {k: bench.get(k) for k in ("target_bin", "different_bin", "lighting")}
     gap = bench_gap(bench["gap"], bench["objects"], bench["biased"], **bins)
     factor = gap.factor
     rows = []
@@ -127,7 +127,8 @@ def write_bench_report(out: str | Path) -> Path:
     out = Path(out)
     summary = summarise(out)
     rows, biased = summary["rows"], summary["biased"]
-    gap = bench_gap(summary["gap"], summary["objects"], biased, summary.get("target_bin"), summary.get("different_bin"))
+    gap = bench_gap(summary["gap"], summary["objects"], biased, summary.get("target_bin"), summary.get("different_bin"),
+                    summary.get("lighting"))
     report = Report(f"neuralsim bench — {gap.name} gap")
     if rows:
         atomic_write_text(out / "summary.md", markdown_table(summary))

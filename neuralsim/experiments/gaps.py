@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from neuralsim.assets.catalog import PAPER_SIX, builtin_names
-from neuralsim.assets.renderer import lighting_names
+from neuralsim.assets.renderer import check_lighting
 from neuralsim.errors import UserError
 from neuralsim.sampling.bins import FactorBins, LightingWeights, ObjectDistribution
 
@@ -43,17 +43,27 @@ GAPS: dict[str, Gap] = {
     "pose": Gap("pose", "azimuth", 8, 0.0, 360.0, target_bin=0, different_bin=4),
     "zoom": Gap("zoom", "radius", 4, 3.5, 7.5, target_bin=3, different_bin=0),
     "illumination": Gap("illumination", "lighting", 4, 0.0, 4.0, target_bin=3, different_bin=0,
-                        lighting=tuple(lighting_names())),
+                        lighting=("studio", "warm_left", "cool_right", "dim_top")),
     "ycb21": Gap("ycb21", "azimuth", 8, 0.0, 360.0, target_bin=0, different_bin=4, objects=tuple(builtin_names()),
                  biased=tuple(builtin_names())),
 }
 
 
 def bench_gap(name: str, objects, biased, target_bin: int | str | None = None,
-              different_bin: int | str | None = None) -> Gap:
+              different_bin: int | str | None = None, lighting=None) -> Gap:
     """The gap `name` with a benchmark's own objects and biased objects, and optionally its own target and
-    "different" bins (indices, or on the illumination gap lighting names; None: the gap's own)."""
+    "different" bins (indices, or on the illumination gap lighting names; None: the gap's own) and its own lighting
+    conditions (None: the gap's; on the illumination gap they are its bins, elsewhere drawn uniformly)."""
     gap = GAPS[name]
+    if lighting is not None:
+        names = tuple(check_lighting(list(lighting)))
+        if len(set(names)) != len(names):
+            raise UserError(f"The bench's lighting conditions {list(names)} name one condition twice.")
+        if gap.factor == "lighting":
+            if len(names) < 2:
+                raise UserError(f"The {name} gap needs at least two lighting conditions to choose between, got {list(names)}.")
+            gap = dataclasses.replace(gap, k=len(names), high=float(len(names)))
+        gap = dataclasses.replace(gap, lighting=names)
     target, different = _bin_index(gap, "target_bin", target_bin), _bin_index(gap, "different_bin", different_bin)
     if target == different:
         raise UserError(f"target_bin and different_bin are both bin {target} of the {name} gap: the \"different\" "
@@ -64,7 +74,13 @@ def bench_gap(name: str, objects, biased, target_bin: int | str | None = None,
 
 def _bin_index(gap: Gap, key: str, value: int | str | None) -> int:
     if value is None:
-        return getattr(gap, key)
+        if gap.factor != "lighting":
+            return getattr(gap, key)
+        own = GAPS[gap.name]  # the gap's own condition, found by name among the bench's conditions
+        value = own.lighting[getattr(own, key)]
+        if value not in gap.lighting:
+            raise UserError(f"The bench's lighting conditions {list(gap.lighting)} leave out {value!r}, the "
+                            f"{gap.name} gap's own {key}; name a {key} among them.")
     if isinstance(value, str) and gap.factor == "lighting":
         if value not in gap.lighting:
             raise UserError(f"{key} {value!r} is not a lighting condition; choose from {', '.join(gap.lighting)}.")

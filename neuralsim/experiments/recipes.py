@@ -40,6 +40,10 @@ class BenchConfig:
     dim_top)."""
     different_bin: int | str | None = None
     """The bin that ψ₀ = "different" puts its mass on, as `target_bin`; None: the gap's."""
+    lighting: list[str] | None = None
+    """The lighting conditions captured, fitted into the fields and drawn (None: the gap's own — studio only, the
+    illumination gap's four). On the illumination gap they are ψ's bins; `target_bin` and `different_bin` may then
+    name any of them, and must when the gap's own (dim_top, studio) are left out."""
     size: int = 64
     """Image size of captures, target sets and training images (pixels)."""
     capture_views: int = 100
@@ -132,7 +136,7 @@ class BenchConfig:
 
     @property
     def gap_spec(self) -> Gap:
-        return bench_gap(self.gap, self.objects, self.biased, self.target_bin, self.different_bin)
+        return bench_gap(self.gap, self.objects, self.biased, self.target_bin, self.different_bin, self.lighting)
 
 
 def load_bench_config(gap_or_path: str) -> BenchConfig:

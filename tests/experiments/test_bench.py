@@ -77,6 +77,10 @@ def test_substitution_renders_the_same_placements_twice_and_scores_both(cli, tin
     ({"target_bin": 8}, "bin index from 0 to 7"), ({"gap": "illumination", "target_bin": "fog"},
                                                    "not a lighting condition"),
     ({"different_bin": 0}, "would be the \"same\" one"),
+    ({"gap": "illumination", "lighting": ["studio", "fog"]}, "Unknown lighting"),
+    ({"gap": "illumination", "lighting": ["studio", "studio"]}, "name one condition twice"),
+    ({"gap": "illumination", "lighting": ["low_light"], "target_bin": "low_light"}, "at least two lighting"),
+    ({"gap": "illumination", "lighting": ["studio", "low_light"]}, "leave out 'dim_top'"),
 ])
 def test_bad_bench_config_gives_one_line_and_exit_code_2(cli, tmp_path, change, words):
     (tmp_path / "bench.json").write_text(json.dumps(TINY | change))
@@ -183,6 +187,21 @@ def test_a_bench_may_name_its_own_target_and_different_bins():
     weights = initial_psi(gap, "different").objects["019_pitcher_base"].lighting.weights().detach()
     assert names[int(weights.argmax())] == "cool_right" and float(weights.max()) == pytest.approx(0.8)
     assert BenchConfig(gap="zoom", target_bin=2).gap_spec.target_bin == 2  # indices on the binned gaps
+
+
+def test_a_bench_may_name_its_own_lighting_conditions():
+    from neuralsim.experiments.gaps import target_probs
+    from neuralsim.experiments.recipes import BenchConfig, initial_psi
+
+    lighting = ["studio", "low_light", "dim_top"]
+    gap = BenchConfig(gap="illumination", objects=TINY["objects"], biased=TINY["biased"], lighting=lighting).gap_spec
+    assert (gap.k, gap.lighting) == (3, tuple(lighting))  # the conditions are the bins, in the bench's order
+    assert list(target_probs(gap, "019_pitcher_base")) == [0.0, 0.0, 1.0]  # the gap's own target, dim_top, by name
+    psi = initial_psi(gap, "different")
+    assert psi.lighting_names() == lighting
+    assert list(psi.objects["019_pitcher_base"].lighting.weights().detach()) == pytest.approx([0.8, 0.1, 0.1])
+    pose = BenchConfig(gap="pose", lighting=["studio", "low_light"]).gap_spec  # elsewhere: drawn uniformly
+    assert (pose.k, initial_psi(pose, "same").lighting_names()) == (8, ["studio", "low_light"])
 
 
 @pytest.mark.parametrize("target_bin,tv", [(None, 1.0), (3, 0.0)])
