@@ -24,6 +24,11 @@ DEMO = dict(objects=["002_master_chef_can", "019_pitcher_base", "025_mug", "035_
             pretrain_per_object=80, pretrain_epochs=30, methods=["ns", "influence"], inits=["different"],
             seeds=[0], steps=12, images_per_object=20, hvp_images=20, cg_iterations=5, damping=1.0, psi_lr=1.0)
 """The demo's reduced gap experiment: ≤ 15 minutes on a 2-core CPU from a fresh machine."""
+DEMO_GAP = {"illumination": dict(lighting=["studio", "warm_left", "cool_right", "dim_top", "low_light"],
+                                  target_bin="low_light", different_bin="studio")}
+"""The demo's own setting of a gap, where the recipe's leaves nothing to recover at the demo's size: under a coloured
+key light (the recipe's dim_top) a 64 px detector finds the objects as well as under studio light, in a dark room
+(low_light) it does not (docs/RESULTS.md, *The illumination gap with headroom*)."""
 DEMO_DETECTOR = dict(fpn_channels=128)
 """The demo's detector is the recipes' with a 128-channel pyramid and heads instead of 256: at 64 px the heads are
 most of its cost, and training it takes half the time (docs/RESULTS.md, `make demo` from a fresh clone)."""
@@ -33,7 +38,8 @@ DEMO_STORY = {
             "while ψ starts with the nearest bin (3.5–4.5) at 0.8",
     "pose": "the pitcher and the drill are tested from azimuth bin 1 (0–45°) while ψ starts with bin 5 "
             "(180–225°) at 0.8",
-    "illumination": "the pitcher and the drill are tested under dim_top lighting while ψ starts with studio at 0.8",
+    "illumination": "the pitcher and the drill are tested in a dark room (low_light: nearly silhouettes) while ψ "
+                    "starts with studio at 0.8",
 }
 
 
@@ -43,7 +49,10 @@ def script_bench(config: str | None, gap: str, demo: bool = False, cache: str | 
     `cache` overrides the bench's own."""
     from neuralsim.experiments.recipes import BenchConfig, load_bench_config
 
-    bench = load_bench_config(config) if config else BenchConfig(gap=gap, **DEMO) if demo else load_bench_config(gap)
+    if config:
+        bench = load_bench_config(config)
+    else:
+        bench = BenchConfig(gap=gap, **DEMO, **DEMO_GAP.get(gap, {})) if demo else load_bench_config(gap)
     bench.cache = cache or bench.cache
     return bench
 
@@ -146,7 +155,8 @@ def register(app: typer.Typer) -> None:
         if gap not in DEMO_STORY:
             raise UserError(f"--gap must be one of {', '.join(DEMO_STORY)}, not {gap!r}.")
         start = time.perf_counter()
-        bench = BenchConfig(gap=gap, cache=str(cache) if cache else None, device=resolve_device(device).type, **DEMO)
+        bench = BenchConfig(gap=gap, cache=str(cache) if cache else None, device=resolve_device(device).type, **DEMO,
+                            **DEMO_GAP.get(gap, {}))
         bench.detector = dataclasses.replace(bench.detector, image_size=bench.size, **DEMO_DETECTOR)
         report = run_bench(bench, out, log=typer.echo)
         typer.echo(f"\nreport: {report.resolve()}")

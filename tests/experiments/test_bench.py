@@ -143,6 +143,8 @@ def test_a_benchmark_scripts_bench_comes_from_its_config_else_the_demo_or_the_ga
     demo = script_bench(None, "zoom", demo=True)
     assert (demo.gap, demo.objects, demo.size, demo.steps) == ("zoom", DEMO["objects"], DEMO["size"], DEMO["steps"])
     assert len(script_bench(None, "ycb21").objects) == 21  # the gap's own objects, not the paper's six
+    dark = script_bench(None, "illumination", demo=True).gap_spec  # the demo's illumination gap: the dark room
+    assert (dark.lighting[dark.target_bin], dark.lighting[dark.different_bin], dark.k) == ("low_light", "studio", 5)
 
 
 def test_summary_takes_the_benchs_own_biased_objects_and_keeps_a_diverged_loss_visible(tmp_path):
