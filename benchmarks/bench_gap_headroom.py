@@ -19,32 +19,20 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-
-from neuralsim.bilevel.data import draw_training_set
 from neuralsim.bilevel.field_source import FieldSource, SourceConfig, load_fields
 from neuralsim.experiments.cli import script_bench
-from neuralsim.experiments.recipes import (
-    BenchConfig,
-    initial_psi,
-    prepare,
-    train_from_scratch,
-)
+from neuralsim.experiments.recipes import RETRAIN_STREAM, BenchConfig, initial_psi, prepare, train_on_psi
 from neuralsim.runtime import atomic_write_json, derive_seed, resolve_device
 from neuralsim.sampling.psi import Psi
-from neuralsim.tasks.data import CocoDetectionData, TensorDetectionData
-from neuralsim.tasks.evaluate import evaluate_detector
+from neuralsim.tasks.data import CocoDetectionData
 
 
 def train_and_score(bench: BenchConfig, source: FieldSource, test: CocoDetectionData, init: str, seed: int,
                     per_object: int, epochs: int, psi_files: dict[str, str]) -> dict:
-    names = list(bench.objects)
-    generator = torch.Generator().manual_seed(derive_seed(seed, "headroom", "learned" if init in psi_files else init))
     psi = Psi.load(psi_files[init]) if init in psi_files else initial_psi(bench.gap_spec, init)
-    train = draw_training_set(psi, {o: per_object for o in names}, source, generator, None)
-    model = train_from_scratch(bench, TensorDetectionData(train.images, train.targets, names), epochs, seed)
-    result = evaluate_detector(model, test)
-    return {"ap": result.ap, "ap50": result.ap50, "per_class": result.per_class}
+    # every ψ file shares one stream (RETRAIN_STREAM, as a bench's retraining), each initialisation its own
+    stream = RETRAIN_STREAM if init in psi_files else ("headroom", init)
+    return train_on_psi(bench, source, test, psi, seed, per_object, epochs, draw_seed=derive_seed(seed, *stream))
 
 
 def main() -> None:

@@ -82,6 +82,9 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int | None, typer.Option(help="Outer steps per run.")] = None,
         images_per_object: Annotated[int | None, typer.Option(help="Training images per object per step.")] = None,
         size: Annotated[int | None, typer.Option(help="Image size in pixels.")] = None,
+        retrain: Annotated[int | None, typer.Option(
+            help="After each run, train a detector from scratch on this many renders per object from its final ψ, "
+                 "and one on ψ₀ with the same random numbers (0: none).")] = None,
         cache: Annotated[Path | None, typer.Option(help="Cache folder (default $NEURALSIM_CACHE or ~/.cache/neuralsim).")] = None,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     ) -> None:
@@ -99,12 +102,13 @@ def register(app: typer.Typer) -> None:
             except ValueError:
                 raise UserError(f"--seeds must be comma-separated integers, got {seeds!r}.") from None
         for name, value in (("methods", methods and _csv(methods)), ("inits", inits and _csv(inits)), ("steps", steps),
-                            ("images_per_object", images_per_object), ("size", size)):
+                            ("images_per_object", images_per_object), ("size", size), ("retrain_per_object", retrain)):
             if value is not None:
                 setattr(bench, name, value)
         bench.cache = str(cache) if cache else bench.cache
         bench.device = resolve_device(device).type
         bench.detector = dataclasses.replace(bench.detector, image_size=bench.size)
+        bench.validate()  # the options too
         typer.echo(f"report: {run_bench(bench, out, log=typer.echo)}")
 
     @app.command("substitution")

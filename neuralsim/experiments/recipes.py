@@ -5,6 +5,7 @@ optimize run and compare them at equal compute. Each run is a plain function of 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,15 @@ from neuralsim.errors import UserError
 from neuralsim.experiments.cache import cache_root, cached, ensure_capture, ensure_field, ensure_scene_set
 from neuralsim.experiments.gaps import GAPS, INITS, Gap, bench_gap, initial_distributions, target_distributions
 from neuralsim.fit.trainer import FitConfig
-from neuralsim.runtime import atomic_write_json, derive_seed, from_plain, read_json, resolve_device, to_plain
+from neuralsim.runtime import (
+    atomic_write_json,
+    derive_seed,
+    dumps_json,
+    from_plain,
+    read_json,
+    resolve_device,
+    to_plain,
+)
 from neuralsim.sampling.bins import ObjectDistribution
 from neuralsim.sampling.psi import ObjectPsi, Psi
 from neuralsim.tasks.detector import DetectorConfig
@@ -100,6 +109,11 @@ class BenchConfig:
     damping: float = 0.1
     cg_iterations: int = 10
     hvp_images: int = 48
+    retrain_per_object: int = 0
+    """After each run, a detector is trained from scratch on this many field renders per object drawn from the run's
+    final ψ, and one on ψ₀ drawn with the same random numbers (the control: only ψ differs), both scored on the test
+    set — the paper's measure, a detector trained on the learned data. NS's data is the control's. 0: none."""
+    retrain_epochs: int = 30
     cache: str | None = None
     device: str = "cpu"
 
@@ -132,6 +146,10 @@ class BenchConfig:
             raise UserError(f"psi_objects must be 'all' or 'biased', not {self.psi_objects!r}.")
         if not isinstance(self.shots_per_object, int) or self.shots_per_object < 0:
             raise UserError(f"shots_per_object must be a whole number ≥ 0, got {self.shots_per_object!r}.")
+        if not isinstance(self.retrain_per_object, int) or self.retrain_per_object < 0 \
+                or not isinstance(self.retrain_epochs, int) or self.retrain_epochs < 1:
+            raise UserError(f"retrain_per_object must be a whole number ≥ 0 and retrain_epochs ≥ 1, got "
+                            f"{self.retrain_per_object!r} and {self.retrain_epochs!r}.")
         _ = self.gap_spec  # a UserError on a bad target_bin or different_bin
 
     @property
@@ -252,6 +270,49 @@ def train_from_scratch(bench: BenchConfig, data, epochs: int, seed: int, show_pr
     return model
 
 
+RETRAIN_STREAM = ("headroom", "learned")
+"""The random numbers of a retraining under detector seed s: derive_seed(s, *RETRAIN_STREAM). They are those of
+`benchmarks/bench_gap_headroom.py --psi`, so a bench's retraining and that script's give the same numbers."""
+
+
+def train_on_psi(bench: BenchConfig, source, test, psi: Psi, seed: int, per_object: int, epochs: int,
+                 draw_seed: int | None = None) -> dict:
+    """A detector trained from scratch (`train_from_scratch`, detector seed `seed`) on `per_object` field renders
+    per object drawn discretely from ψ, scored on `test`: AP, AP50 and per-class numbers. The draws (Gumbel noise,
+    in-bin jitter, shifts, backgrounds) come from `draw_seed` alone (default: the `RETRAIN_STREAM` of `seed`), so two
+    ψ trained under one seed share every random number and differ only where ψ does."""
+    from neuralsim.bilevel.data import draw_training_set
+    from neuralsim.tasks.data import TensorDetectionData
+    from neuralsim.tasks.evaluate import evaluate_detector
+
+    names = list(bench.objects)
+    draw_seed = derive_seed(seed, *RETRAIN_STREAM) if draw_seed is None else draw_seed
+    train = draw_training_set(psi, {o: per_object for o in names}, source, torch.Generator().manual_seed(draw_seed), None)
+    model = train_from_scratch(bench, TensorDetectionData(train.images, train.targets, names), epochs, seed)
+    result = evaluate_detector(model, test)
+    return {"ap": result.ap, "ap50": result.ap50, "per_class": result.per_class}
+
+
+def retrain_cell(bench: BenchConfig, prepared: Prepared, psi_path: Path, seed: int, out: Path) -> Path:
+    """Train and score a detector on data drawn from the ψ in `psi_path` (`train_on_psi`, the bench's retraining
+    sizes) and write the result to `out` (JSON): a plain function of its inputs and that file. A file already
+    holding the result of the same ψ, sizes, fields and test set is reused."""
+    from neuralsim.bilevel.field_source import FieldSource, load_fields
+    from neuralsim.tasks.data import CocoDetectionData
+
+    psi = Psi.load(psi_path)
+    spec = {"psi": psi.to_json(), "seed": seed, "per_object": bench.retrain_per_object, "epochs": bench.retrain_epochs,
+            "fields": prepared.fields, "test": prepared.test, "detector": to_plain(bench.detector)}
+    spec = json.loads(dumps_json(spec))  # as it reads back from the file
+    if out.is_file() and read_json(out, "Retraining result").get("spec") == spec:
+        return out
+    source = FieldSource(load_fields(prepared.fields, resolve_device(bench.device)), list(bench.objects),
+                         list(bench.gap_spec.lighting), SourceConfig(size=bench.size, seed=1))
+    result = train_on_psi(bench, source, CocoDetectionData.load(prepared.test), psi, seed, bench.retrain_per_object,
+                          bench.retrain_epochs)
+    return atomic_write_json(out, {"spec": spec, **result})
+
+
 def run_config(bench: BenchConfig, prepared: Prepared, init: str, method: str, seed: int, psi_path: Path) -> OptimizeConfig:
     """The optimize config of one cell of the grid (same detector training for every method)."""
     from neuralsim.bilevel.estimators import HypergradientConfig
@@ -298,9 +359,10 @@ def run_cell(config: OptimizeConfig, out: Path) -> Path:
     return BilevelRun(config, out, resume=resume).run_all()
 
 
-GRID_SETTINGS = ("methods", "inits", "seeds", "steps", "device")
-"""Bench settings that may change between calls on one folder: they add runs or extend them, never alter one (a run
-begun on one device continues on another). The cache is not among them: the runs name its files."""
+GRID_SETTINGS = ("methods", "inits", "seeds", "steps", "device", "retrain_per_object", "retrain_epochs")
+"""Bench settings that may change between calls on one folder: they add runs or extend them, or add retrainings after
+them, never alter one (a run begun on one device continues on another). The cache is not among them: the runs name
+its files."""
 
 
 def check_same_bench(bench: BenchConfig, out: Path) -> None:
@@ -336,4 +398,11 @@ def run_bench(bench: BenchConfig, out: str | Path, log=print) -> Path:
             for seed in bench.seeds:
                 log(f"run: init {init}, method {method}, seed {seed}")
                 run_cell(run_config(bench, prepared, init, method, seed, psi_path), out / "runs" / f"{init}-{method}-s{seed}")
+        if bench.retrain_per_object:
+            for seed in bench.seeds:
+                # NS never moves ψ: its retraining is the control's, ψ₀ on the same random numbers
+                for method in ["psi0"] + [m for m in bench.methods if m != "ns"]:
+                    log(f"retrain from scratch: init {init}, {'ψ₀' if method == 'psi0' else method}, seed {seed}")
+                    psi = psi_path if method == "psi0" else out / "runs" / f"{init}-{method}-s{seed}" / "psi.json"
+                    retrain_cell(bench, prepared, psi, seed, out / "retrain" / f"{init}-{method}-s{seed}.json")
     return write_bench_report(out)

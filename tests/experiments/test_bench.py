@@ -53,6 +53,29 @@ def test_bench_runs_every_cell_writes_the_report_and_reuses_finished_runs(cli, t
     assert (out / "runs/different-ns-s0/metrics.jsonl").stat().st_mtime_ns == stamp  # finished runs are reused
 
 
+def test_bench_retrains_each_runs_psi_from_scratch_against_psi0_on_the_same_draws(cli, tiny_bench):
+    root = tiny_bench
+    (root / "retrain.json").write_text(json.dumps(TINY | {"retrain_per_object": 2, "retrain_epochs": 1}))
+    args = ("bench", root / "retrain.json", "--out", root / "out", "--cache", root / "cache", "--device", "cpu")
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = root / "out"
+    assert len((out / "runs/different-influence-s0/metrics.jsonl").read_text().splitlines()) == 2  # runs reused
+    # NS's data is ψ₀'s: one control per seed, one retraining per method that moves ψ
+    assert sorted(p.name for p in (out / "retrain").iterdir()) == ["different-influence-s0.json", "different-psi0-s0.json"]
+    control, learned = (json.loads((out / "retrain" / f"different-{m}-s0.json").read_text()) for m in ("psi0", "influence"))
+    assert control["spec"]["psi"] != learned["spec"]["psi"] and 0.0 <= learned["ap"] <= 1.0
+    table = (out / "summary.md").read_text().split("Retrained from scratch")[1].splitlines()
+    rows = [line.split(" | ") for line in table if line.startswith("| different")]
+    assert [row[1:3] for row in rows] == [["ns = ψ₀", "1"], ["influence", "1"]]
+    gain = 100 * (learned["ap"] - control["ap"])
+    assert rows[1][6] == f"{gain:+.1f} ({int(gain > 0)} of 1)"  # the paired gain in AP all
+    assert "trained from scratch" in (out / "report.html").read_text()
+    stamp = (out / "retrain/different-influence-s0.json").stat().st_mtime_ns
+    assert cli(*args).returncode == 0
+    assert (out / "retrain/different-influence-s0.json").stat().st_mtime_ns == stamp  # a finished retraining is reused
+
+
 def test_substitution_renders_the_same_placements_twice_and_scores_both(cli, tiny_bench):
     root = tiny_bench
     r = cli("substitution", root / "bench.json", "--out", root / "sub", "--cache", root / "cache", "--device", "cpu",
@@ -74,6 +97,7 @@ def test_substitution_renders_the_same_placements_twice_and_scores_both(cli, tin
     ({"seeds": [-1]}, "Seeds must be whole numbers"), ({"seeds": [True]}, "Seeds must be whole numbers"),
     ({"seeds": ["0"]}, "Seeds must be whole numbers"), ({"inits": []}, "no ψ initialisation"),
     ({"psi_objects": "some"}, "psi_objects must be 'all' or 'biased'"),
+    ({"retrain_per_object": -1}, "retrain_per_object must be"), ({"retrain_epochs": 0}, "retrain_epochs ≥ 1"),
     ({"target_bin": 8}, "bin index from 0 to 7"), ({"gap": "illumination", "target_bin": "fog"},
                                                    "not a lighting condition"),
     ({"different_bin": 0}, "would be the \"same\" one"),
