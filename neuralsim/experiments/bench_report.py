@@ -203,6 +203,14 @@ def write_bench_report(out: str | Path) -> Path:
         report.heading(f"A detector trained from scratch on each run's final ψ ({r0['per_object']} renders per object, "
                        f"{r0['epochs']} epochs), against ψ₀ on the same random numbers (AP points)")
         report.table(head, retrained)
+        rs = summary["retrain"]
+        r_inits = sorted({r["init"] for r in rs}, key=["same", "uniform", "different"].index)
+        r_methods = [m for m in ("psi0", "lts", "autosim", "nso", "influence") if any(r["method"] == m for r in rs)]
+        for name, value in (("all", lambda r: r["ap"]), ("biased", lambda r: np.mean([r[f"ap/{o}"] for o in biased]))):
+            cells = [[[100 * value(r) for r in rs if r["init"] == i and r["method"] == m] for m in r_methods] for i in r_inits]
+            report.figure(f"retrain_ap_{name}", plot_method_bars(
+                r_inits, ["ns = ψ₀" if m == "psi0" else m for m in r_methods], cells, "AP (points)",
+                f"trained from scratch on each method's final ψ: AP of {'all classes' if name == 'all' else 'the biased objects'}"))
     report.heading("Compute per run (equal detector training for all but LTS; images rendered include the estimator's "
                    "own renders: influence's probes, nso's pass 2)")
     report.table(["method", "steps", "detector trainings", "images rendered", "seconds"],
