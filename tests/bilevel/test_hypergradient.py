@@ -178,3 +178,20 @@ def test_score_function_refuses_relaxed_draws_and_bad_config(toy):
 def test_render_params_select_keeps_bins():
     p = RenderParams(*(torch.arange(4.0) for _ in range(3)), torch.ones(4, 2), {"azimuth": torch.arange(4)})
     assert torch.equal(p.select(slice(1, 3)).bins["azimuth"], torch.tensor([1, 2]))
+
+
+def test_two_psi_drawn_from_one_seed_share_every_random_number(toy):
+    """The paired retraining's premise (ψ₀ against a learned ψ on the same random numbers): the noise does not depend
+    on ψ, so an object whose ψ is the same gets the same images, and one whose ψ differs gets other images from the
+    same Gumbel noise, jitter and placements."""
+    from neuralsim.sampling.psi import Psi
+
+    first = toy.psi()
+    second = Psi({"a": first.objects["a"], "b": toy.psi(dominant_bin=1).objects["b"]})
+    a, b = (draw_training_set(psi, COUNTS, toy.render, torch.Generator().manual_seed(3), None) for psi in (first, second))
+    for da, db in zip(a.draws, b.draws):
+        assert torch.equal(da.noise.placement, db.noise.placement)
+        assert all(torch.equal(da.noise.factors[f].gumbel, db.noise.factors[f].gumbel) for f in da.noise.factors)
+    rows_a, rows_b = a.draws[0].rows, a.draws[1].rows
+    assert torch.equal(a.images[rows_a], b.images[rows_a])
+    assert not torch.equal(a.images[rows_b], b.images[rows_b])
