@@ -30,11 +30,10 @@ from neuralsim.fields import load_field
 from neuralsim.fit import FitConfig, fit
 from neuralsim.render import (
     Placement,
-    backward_scene_patchwise,
     render,
+    scene_vjp,
     volume,
 )
-from neuralsim.render.patchwise import patchwise_vjp
 from neuralsim.runtime import from_plain, resolve_device, to_plain
 
 PAPER_OBJECTS = ["002_master_chef_can", "003_cracker_box", "009_gelatin_box", "019_pitcher_base", "025_mug",
@@ -177,10 +176,10 @@ def memory_one(field: Path, size: int, patch_rays: int) -> None:
         before = torch.cuda.memory_allocated()
     else:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    backward_scene_patchwise(placements, size, 40.0, grad_image, patch_rays=patch_rays)
+    (azimuth_grad, _) = scene_vjp(placements, [azimuth, weights], size, 40.0, grad_image, patch_rays=patch_rays)
     after = torch.cuda.max_memory_allocated() if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"size": size, "patch_rays": patch_rays, "peak_added_mib": (after - before) / 2**20,
-                      "azimuth_grad": azimuth.grad.item()}))
+                      "azimuth_grad": azimuth_grad.item()}))
 
 
 @app.command("memory")
@@ -245,12 +244,12 @@ def _kept_samples_and_times(field, size: int, poses: list[tuple[float, float, fl
             forward = _timed(lambda: [render(field, a, e, r, 0, size, 40.0) for a, e, r in poses], 1) / len(poses)
     finally:
         volume.composite_samples = composite
-    upstream = torch.randn(size * size, 3, generator=torch.Generator().manual_seed(0))
+    upstream = torch.randn(size, size, 3, generator=torch.Generator().manual_seed(0))
 
     def vjps():
         for a, e, r in poses:
-            patchwise_vjp(lambda ids, az, el, rad: render(field, az, el, rad, 0, size, 40.0, ids).rgb,
-                          [torch.tensor(a), torch.tensor(e), torch.tensor(r)], upstream, 1024)
+            pose = [torch.tensor(v, requires_grad=True) for v in (a, e, r)]
+            scene_vjp([Placement(field, *pose)], pose, size, 40.0, upstream, patch_rays=1024)
 
     return sum(kept[-len(poses):]) / len(poses), forward, _timed(vjps, 1) / len(poses)
 

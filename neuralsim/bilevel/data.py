@@ -23,16 +23,23 @@ RenderVJP = Callable[..., RenderParams]
 
 
 def full_image_vjp(render: Render) -> RenderVJP:
-    """The plain VJP: render the whole images with gradients and backpropagate `upstream` once."""
+    """The plain VJP: render the whole images with gradients and backpropagate `upstream` once, and with
+    `box_upstream` the boxes' cotangents too: ∂(Σ_j ⟨image_j, upstream_j⟩ + ⟨boxes_j, box_upstream_j⟩)/∂params.
+    The boxes are the targets' "boxes", which must then be differentiable where they move (`FieldSource`'s are)."""
 
     def vjp(obj: str, params: RenderParams, upstream: Tensor, box_upstream: list[Tensor] | None = None,
             boxes: list[Tensor] | None = None) -> RenderParams:
-        if box_upstream is not None:
-            raise ValueError("the labels of a plain `Render` are not differentiable; pass a `RenderVJP` that takes "
-                             "box cotangents (such as `FieldSource.vjp`) or set pathwise_labels=False")
         leaves = [t.detach().requires_grad_(True) for t in params.tensors()]
-        images, _ = render(obj, params.with_tensors(leaves))
-        grads = torch.autograd.grad(images, leaves, upstream, allow_unused=True)
+        images, targets = render(obj, params.with_tensors(leaves))
+        outputs, cotangents = [images], [upstream]
+        if box_upstream is not None:
+            if not all(isinstance(t, dict) and "boxes" in t for t in targets):
+                raise ValueError("the labels of this `Render` are not boxes; pass a `RenderVJP` that takes box "
+                                 "cotangents (such as `FieldSource.vjp`) or set pathwise_labels=False")
+            moving = [(t["boxes"], g) for t, g in zip(targets, box_upstream) if t["boxes"].requires_grad]
+            outputs += [b for b, _ in moving]
+            cotangents += [g.to(b) for b, g in moving]
+        grads = torch.autograd.grad(outputs, leaves, cotangents, allow_unused=True)
         return params.with_tensors(torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads))
 
     return vjp

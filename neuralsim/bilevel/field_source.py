@@ -17,8 +17,7 @@ from neuralsim.color import linear_to_srgb
 from neuralsim.data.backgrounds import procedural_background
 from neuralsim.errors import UserError
 from neuralsim.fields.base import Field
-from neuralsim.render import Placement, composite, edge_pixels, labels_from_alpha, render_scene, subpixel_box
-from neuralsim.render.patchwise import patchwise_vjp
+from neuralsim.render import Placement, composite, labels_from_alpha, render_scene, scene_vjp, subpixel_box
 from neuralsim.runtime import derive_seed
 from neuralsim.sampling.psi import RenderParams
 
@@ -27,8 +26,8 @@ from neuralsim.sampling.psi import RenderParams
 class SourceConfig:
     """How ψ samples become labelled training images."""
 
-    size: int = 64
-    """Image width and height in pixels."""
+    size: int | None = None
+    """Image width and height in pixels; None in an optimize config: the validation images' size."""
     fov_deg: float = 40.0
     """Horizontal field of view in degrees (the target domain's camera)."""
     max_shift: float = 0.15
@@ -81,86 +80,64 @@ class FieldSource:
         background = self.backgrounds[int(u[2] * len(self.backgrounds)) % len(self.backgrounds)].to(like)
         return Placement(field, az, el, r, weights, shift), background
 
-    @torch.no_grad()
-    def render_one(self, obj: str, params: RenderParams, j: int) -> tuple[Tensor, Tensor]:
-        """Sample j: the composited image (3, H, W) RGB in [0, 1] on the CPU, and the object's alpha (H, W) on the
-        field's device."""
+    def render_sample(self, obj: str, params: RenderParams, j: int) -> tuple[Tensor, Tensor]:
+        """Sample j: the composited image (3, H, W) RGB in [0, 1] and the object's alpha (H, W), on the field's device
+        and in its dtype; differentiable in `params` where gradients are enabled."""
         placement, background = self._placement(obj, params, j)
         out = render_scene([placement], self.config.size, self.config.fov_deg)
-        image = composite(out.rgb, out.alpha, background).clamp(0, 1).permute(2, 0, 1)
-        return image.to(device="cpu", dtype=torch.float32), out.object_alpha[0]
+        return composite(out.rgb, out.alpha, background).clamp(0, 1).permute(2, 0, 1), out.object_alpha[0]
+
+    @torch.no_grad()
+    def render_one(self, obj: str, params: RenderParams, j: int) -> tuple[Tensor, Tensor]:
+        """Sample j without gradients: its image (3, H, W) on the CPU in float32, and its alpha as `render_sample`."""
+        image, alpha = self.render_sample(obj, params, j)
+        return image.to("cpu", torch.float32), alpha
 
     def label(self, obj: str, alpha: Tensor):
         """The object's mask and xyxy box (None when nothing is visible) from its alpha."""
         return labels_from_alpha(alpha[None], self.config.box_threshold, self.config.min_box_pixels)[0]
 
     def __call__(self, obj: str, params: RenderParams) -> tuple[Tensor, list[dict[str, Tensor]]]:
+        """Images (n, 3, H, W) and targets whose boxes (n_j, 4) xyxy are `subpixel_box`es: where gradients are
+        enabled, images and boxes are differentiable in `params` (`full_image_vjp` pulls cotangents of both back)."""
         images, targets = [], []
         for j in range(len(params)):
-            image, alpha = self.render_one(obj, params, j)
+            image, alpha = self.render_sample(obj, params, j)
             box = self.label(obj, alpha).box_xyxy
-            boxes = torch.zeros(0, 4) if box is None else torch.tensor(box, dtype=torch.float32)[None]
+            boxes = torch.zeros(0, 4) if box is None else subpixel_box(
+                alpha, torch.as_tensor(box), self.config.box_threshold)[None].to("cpu", torch.float32)
             targets.append({"boxes": boxes, "labels": torch.full((len(boxes),), self.label_of[obj], dtype=torch.int64)})
-            images.append(image)
+            images.append(image.to("cpu", torch.float32))
         return torch.stack(images), targets
 
     def vjp(self, obj: str, params: RenderParams, upstream: Tensor,
             box_upstream: list[Tensor] | None = None, boxes: list[Tensor] | None = None) -> RenderParams:
-        """Σ_patches ∂⟨image_j, upstream_j⟩/∂(azimuth, elevation, radius, lighting) for each sample j (Tool 3).
+        """∂(Σ_j ⟨image_j, upstream_j⟩ + ⟨boxes_j, box_upstream_j⟩)/∂(azimuth, elevation, radius, lighting) of each
+        sample j, patch by patch (Tool 3, `scene_vjp`).
 
-        With `box_upstream` (per sample, the cotangent (n_j, 4) of its target boxes) the labels move too: the
-        cotangent is pulled back to the object's alpha through `subpixel_box` and rendered with the image. Given
-        `boxes` (per sample, its target boxes (n_j, 4) xyxy from pass 1, which the replay reproduces exactly),
-        only the rays along each box's edges are rendered to find that cotangent, not the whole alpha again."""
+        upstream (n, 3, H, W); box_upstream (optional), per sample the cotangent (n_j, 4) of its target boxes, which
+        move with the object's alpha through `subpixel_box`; boxes (optional), per sample its target boxes (n_j, 4)
+        xyxy from pass 1, which the replay reproduces exactly: without them each box is found by rendering the
+        whole image once more."""
         grads: list[list[Tensor]] = [[] for _ in RenderParams.CONTINUOUS]
         for j in range(len(params)):
-            inputs = [t[j].detach() for t in params.tensors()]
-            _, background = self._placement(obj, params, j, inputs)
-            grad_pixels = upstream[j].to(background.device).permute(1, 2, 0).reshape(-1, 3)  # (H·W, 3)
-            grad_alpha = None if box_upstream is None else self._alpha_cotangent(
-                obj, params, j, box_upstream[j], None if boxes is None else boxes[j])
-
-            def patch(ids: Tensor, az: Tensor, el: Tensor, r: Tensor, light: Tensor) -> Tensor:
-                p, _ = self._placement(obj, params, j, [az, el, r, light])
-                out = render_scene([p], self.config.size, self.config.fov_deg, ids)
-                image = composite(out.rgb, out.alpha, background.reshape(-1, 3)[ids])  # (P, 3)
-                return image if grad_alpha is None else torch.cat([image, out.object_alpha[0][:, None]], dim=1)
-
-            if grad_alpha is not None:
-                grad_pixels = torch.cat([grad_pixels, grad_alpha.reshape(-1, 1).to(grad_pixels)], dim=1)  # (H·W, 4)
-            for store, g in zip(grads, patchwise_vjp(patch, inputs, grad_pixels, self.config.patch_rays)):
+            inputs = [t[j].detach().requires_grad_(True) for t in params.tensors()]
+            placement, background = self._placement(obj, params, j, inputs)
+            box_grad = None if box_upstream is None or box_upstream[j].numel() == 0 else box_upstream[j][0]
+            box = None if box_grad is None else self._box(obj, params, j, None if boxes is None else boxes[j])
+            pulled = scene_vjp([placement], inputs, self.config.size, self.config.fov_deg, upstream[j].permute(1, 2, 0),
+                               background=background, boxes=[box], box_grads=[box_grad],
+                               box_threshold=self.config.box_threshold, patch_rays=self.config.patch_rays)
+            for store, g in zip(grads, pulled):
                 store.append(g)
-        return params.with_tensors(torch.stack(g).to(t.dtype) for g, t in zip(grads, params.tensors()))
+        return params.with_tensors(torch.stack(g) for g in grads)
 
-    def _alpha_cotangent(self, obj: str, params: RenderParams, j: int, box_grad: Tensor,
-                         box: Tensor | None = None) -> Tensor | None:
-        """(H, W) ∂⟨box_j, box_grad⟩/∂alpha_j through the sub-pixel box; None when sample j has no box. `box`
-        (1, 4), sample j's box from pass 1, spares the whole render: alpha is then rendered on its edges' rays."""
-        if box_grad.numel() == 0 or not bool(box_grad.any()):
-            return None
-        if box is None:
-            _, alpha = self.render_one(obj, params, j)
-            found = self.label(obj, alpha).box_xyxy
-            if found is None:
-                return None
-            box = torch.as_tensor(found)
-        else:
-            box = box.reshape(4)
-            alpha = self._edge_alpha(obj, params, j, box)
-        alpha = alpha.detach().requires_grad_(True)
-        moved = subpixel_box(alpha, box, self.config.box_threshold)
-        (grad,) = torch.autograd.grad(moved, alpha, box_grad[0].to(moved), allow_unused=True)
-        return grad
-
-    @torch.no_grad()
-    def _edge_alpha(self, obj: str, params: RenderParams, j: int, box: Tensor) -> Tensor:
-        """(H, W) sample j's object alpha on the rays `subpixel_box` reads around `box`, zero elsewhere."""
-        size = self.config.size
-        ids = edge_pixels(box, size, size)
-        placement, _ = self._placement(obj, params, j)
-        out = render_scene([placement], size, self.config.fov_deg, ids.to(_device_of(self.fields[obj])))
-        alpha = out.object_alpha[0].new_zeros(size * size)
-        return alpha.index_put((ids.to(alpha.device),), out.object_alpha[0]).reshape(size, size)
+    def _box(self, obj: str, params: RenderParams, j: int, given: Tensor | None) -> Tensor | None:
+        """Sample j's box (4,) xyxy: `given` (1, 4) from pass 1, else found from its render (None: nothing visible)."""
+        if given is not None:
+            return given.reshape(4)
+        found = self.label(obj, self.render_one(obj, params, j)[1]).box_xyxy
+        return None if found is None else torch.as_tensor(found)
 
 
 def _device_of(field: Field) -> torch.device:

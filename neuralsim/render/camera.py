@@ -4,15 +4,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from neuralsim.cameras import Intrinsics, camera_rays, pixel_grid, spherical_to_c2w
-from neuralsim.fields.base import Field
-from neuralsim.render.volume import ObjectRays, RenderConfig, render_rays
+from neuralsim.render.volume import ObjectRays, RayFns, RenderConfig, render_rays
+
+
+class Appearances(Protocol):
+    """A field's lighting conditions as appearance embeddings."""
+
+    def resolve(self, appearance: Tensor | int) -> Tensor:
+        """An anchor index k, or weights (K,) on the simplex mixing the anchors → embedding (E,)."""
+
+
+class RadianceField(Protocol):
+    """What the renderer asks of a field (`fields.Field` is one): its `RayFns` under an appearance embedding, the
+    table that gives that embedding, and its parameters, whose dtype and device the render takes."""
+
+    appearance: Appearances
+
+    def fns(self, appearance: Tensor) -> RayFns:
+        """Bind an appearance embedding (E,), or one per ray (R, E)."""
+
+    def parameters(self) -> Iterator[Tensor]: ...
 
 
 @dataclass
@@ -34,7 +53,7 @@ class Placement:
     anchor index or weights (K,) on the simplex mixing the field's anchors.
     """
 
-    field: Field
+    field: RadianceField
     azimuth_deg: Tensor | float
     elevation_deg: Tensor | float
     radius: Tensor | float
@@ -46,7 +65,7 @@ def _as_tensor(value: Tensor | float | tuple, dtype: torch.dtype, device: torch.
     return value.to(device=device) if isinstance(value, Tensor) else torch.tensor(value, dtype=dtype, device=device)
 
 
-def _field_dtype_device(field: Field) -> tuple[torch.dtype, torch.device]:
+def _field_dtype_device(field: RadianceField) -> tuple[torch.dtype, torch.device]:
     parameter = next(field.parameters())
     return parameter.dtype, parameter.device
 
@@ -68,7 +87,7 @@ def intrinsics_for(size: int | tuple[int, int], fov_deg: float) -> Intrinsics:
     return Intrinsics.from_fov(width, height, fov_deg)
 
 
-def object_rays(field: Field, c2w: Tensor, intrinsics: Intrinsics, appearance: Tensor | int,
+def object_rays(field: RadianceField, c2w: Tensor, intrinsics: Intrinsics, appearance: Tensor | int,
                 rays: Tensor | None = None) -> ObjectRays:
     """The camera's rays (all pixels, or the flat row-major pixel indices `rays`) in the field's frame."""
     dtype, device = _field_dtype_device(field)
@@ -93,8 +112,9 @@ def _joined(parts: list[RenderOutput], shape: tuple[int, ...]) -> RenderOutput:
                         object_alpha=torch.cat([p.object_alpha for p in parts], dim=1).reshape(-1, *shape))
 
 
-def render_view(field: Field, c2w: Tensor, intrinsics: Intrinsics, appearance: Tensor | int, rays: Tensor | None = None,
-                *, config: RenderConfig | None = None, generator: torch.Generator | None = None) -> RenderOutput:
+def render_view(field: RadianceField, c2w: Tensor, intrinsics: Intrinsics, appearance: Tensor | int,
+                rays: Tensor | None = None, *, config: RenderConfig | None = None,
+                generator: torch.Generator | None = None) -> RenderOutput:
     """Render one field through a camera given by its camera-to-object matrix (4, 4) (OpenGL)."""
     out = render_rays([object_rays(field, c2w, intrinsics, appearance, rays)], config, generator)
     return _shaped(out, intrinsics, rays)
@@ -121,7 +141,7 @@ def render_scene(placements: Sequence[Placement], size: int | tuple[int, int], f
     return _shaped(render_rays(objects, config, generator), intrinsics, rays)
 
 
-def render(field: Field, azimuth_deg: Tensor | float, elevation_deg: Tensor | float, radius: Tensor | float,
+def render(field: RadianceField, azimuth_deg: Tensor | float, elevation_deg: Tensor | float, radius: Tensor | float,
            appearance: Tensor | int, size: int | tuple[int, int], fov_deg: float, rays: Tensor | None = None, *,
            config: RenderConfig | None = None, generator: torch.Generator | None = None) -> RenderOutput:
     """Render one object seen from (azimuth°, elevation°, radius) under `appearance` (anchor index, or

@@ -8,13 +8,36 @@ evaluated with gradients. Samples of several fields are merged by depth, so obje
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from neuralsim.fields.base import FieldFns
+
+class RayFns(Protocol):
+    """What the renderer calls of a field along rays (nerfacc style: plain callables, no field type)."""
+
+    @property
+    def sigma_fn(self) -> Callable[[Tensor], Tensor]:
+        """points (N, 3) → density σ (N,), 1/object units."""
+
+    @property
+    def rgb_fn(self) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        """points, unit dirs (N, 3), ray ids (N,) → straight RGB (N, 3) in [0, 1]."""
+
+    @property
+    def occupied_fn(self) -> Callable[[Tensor], Tensor]:
+        """points (N, 3) → bool (N,): False where the field is known to be empty."""
+
+    @property
+    def step(self) -> float:
+        """Sample spacing along rays, object units."""
+
+    @property
+    def bounds(self) -> Tensor | None:
+        """(2, 3) xyz corners of the box outside which the field is known empty; None: the whole object box."""
 
 
 @dataclass
@@ -53,7 +76,7 @@ class RayOutput:
 class ObjectRays:
     """One field seen along the shared rays, expressed in that field's own object frame."""
 
-    fns: FieldFns
+    fns: RayFns
     origins: Tensor  # (R, 3)
     dirs: Tensor  # (R, 3) unit
 

@@ -1,4 +1,5 @@
-"""Patch-wise backward against the full-image gradient, several objects with occlusion, compositing, labels."""
+"""Several objects with occlusion, the patch size of the patch-wise backward, compositing, labels (the patch-wise
+backward against the full-image VJP: test_patchwise_vjp.py)."""
 
 from __future__ import annotations
 
@@ -9,53 +10,24 @@ import torch
 from neuralsim.cameras import object_to_camera
 from neuralsim.render import (
     Placement,
-    backward_scene_patchwise,
     composite,
     labels_from_alpha,
     render,
     render_scene,
-    scene_tensors,
+    scene_vjp,
 )
 from neuralsim.render.camera import placement_c2w
 
 SIZE, FOV_DEG = 16, 40.0
 
 
-def _scene(psi: torch.Tensor, field_a, field_b) -> list[Placement]:
-    """Two objects whose pose and lighting depend on a small parameter vector ψ (as the sampler would)."""
-    return [
-        Placement(field_a, 30.0 + 10 * psi[0], 15.0 + psi[1], 3.2, torch.stack([1 - psi[2], psi[2]]), (-0.4, 0.0)),
-        Placement(field_b, 200.0 - 5 * psi[0], 25.0, 4.0 + psi[1], 0, torch.stack([0.5 + psi[2], psi[2] * 0 + 0.1])),
-    ]
-
-
-def test_patchwise_gradient_equals_full_image_gradient(make_field):
-    field_a, field_b = make_field(seed=0), make_field(seed=1)
-    background = torch.rand(SIZE, SIZE, 3, generator=torch.Generator().manual_seed(1))
-    grad_image = torch.randn(SIZE, SIZE, 3, generator=torch.Generator().manual_seed(2))
-
-    psi_full = torch.tensor([0.1, -0.2, 0.3], requires_grad=True)
-    out = render_scene(_scene(psi_full, field_a, field_b), SIZE, FOV_DEG)
-    image = composite(out.rgb, out.alpha, background)
-    (image * grad_image).sum().backward()
-
-    psi_patch = torch.tensor([0.1, -0.2, 0.3], requires_grad=True)
-    grads = backward_scene_patchwise(_scene(psi_patch, field_a, field_b), SIZE, FOV_DEG, grad_image,
-                                     background=background, patch_rays=37)
-    assert len(grads) == len(scene_tensors(_scene(psi_patch, field_a, field_b)))
-    torch.testing.assert_close(psi_patch.grad, psi_full.grad, rtol=1e-4, atol=1e-6)
-    assert psi_full.grad.abs().min() > 1e-4
-
-
 def test_patchwise_sums_rather_than_averages(make_field):
     field = make_field()
     grad_image = torch.ones(SIZE, SIZE, 3)
-    results = []
-    for patch in (SIZE * SIZE, 20):
-        azimuth = torch.tensor(40.0, requires_grad=True)
-        backward_scene_patchwise([Placement(field, azimuth, 10.0, 3.5)], SIZE, FOV_DEG, grad_image, patch_rays=patch)
-        results.append(azimuth.grad)
-    torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-7)
+    azimuth = torch.tensor(40.0, requires_grad=True)
+    whole, patched = (scene_vjp([Placement(field, azimuth, 10.0, 3.5)], [azimuth], SIZE, FOV_DEG, grad_image,
+                                patch_rays=patch)[0] for patch in (SIZE * SIZE, 20))
+    torch.testing.assert_close(patched, whole, rtol=1e-4, atol=1e-7)
 
 
 def test_placement_inverts_object_to_camera(make_field):
