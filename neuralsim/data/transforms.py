@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+import pydantic
 
 from neuralsim.cameras import Intrinsics, is_rigid
 from neuralsim.errors import UserError
 from neuralsim.runtime import atomic_write_json, read_json
+from neuralsim.schema import FOREIGN, Invalid, from_plain, problem
 
 SPLITS = ("train", "val", "test")
 
@@ -95,51 +97,112 @@ def load_rgba(image_path: Path, mask_path: Path | None, size_hw: tuple[int, int]
     return rgba
 
 
-PINHOLE_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE")
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+PositiveNumber = Annotated[float, pydantic.Field(gt=0)]
+PositiveInt = Annotated[int, pydantic.Field(gt=0)]
 
 
-def _intrinsics(data: dict, path: Path, first_image: Path | None) -> Intrinsics:
+def _c2w(rows: list[list[float]]) -> np.ndarray | None:
+    """The 4x4 camera-to-world matrix of 4x4 or 3x4 rows, or None when they are no rigid transform."""
     try:
-        return _pinhole(data, path, first_image)
-    except (TypeError, ValueError):
-        raise UserError(f"{path}: the camera intrinsics (w, h, fl_x, fl_y, cx, cy, camera_angle_x) must be numbers.") from None
+        m = np.asarray(rows, dtype=np.float64)
+    except ValueError:  # rows of different lengths
+        return None
+    if m.shape == (3, 4):
+        m = np.vstack([m, [0.0, 0.0, 0.0, 1.0]])
+    return m if is_rigid(m) else None
 
 
-def _pinhole(data: dict, path: Path, first_image: Path | None) -> Intrinsics:
-    model = data.get("camera_model", "OPENCV")
-    if model not in PINHOLE_MODELS:
-        raise UserError(f"{path} has camera_model {model!r}; neuralsim models pinhole cameras only "
-                        f"({', '.join(PINHOLE_MODELS)}): undistort the images first.")
-    distorted = {k: data[k] for k in DISTORTION_KEYS if float(data.get(k) or 0.0) != 0.0}
-    if distorted:
-        raise UserError(f"{path} gives lens distortion ({', '.join(f'{k}={v}' for k, v in distorted.items())}); "
-                        "neuralsim models pinhole cameras only: undistort the images first.")
-    if "fl_x" in data:
-        missing = [k for k in ("fl_x", "w", "h") if k not in data]
-        if missing:
-            raise UserError(f"{path} gives fl_x but lacks {', '.join(missing)}.")
-        w, h = int(data["w"]), int(data["h"])
-        fx = float(data["fl_x"])
-        fy = float(data.get("fl_y", fx))
-        cx, cy = float(data.get("cx", w / 2)), float(data.get("cy", h / 2))
-    elif "camera_angle_x" in data:
-        if "w" in data and "h" in data:
-            w, h = int(data["w"]), int(data["h"])
-        elif first_image is not None and first_image.is_file():
-            from PIL import Image
+@dataclass
+class FrameSpec:
+    """One entry of `frames`."""
 
-            with Image.open(first_image) as im:
-                w, h = im.size
-        else:
-            raise UserError(f"{path} gives camera_angle_x but no w/h, and its first image cannot be read for the size.")
-        fx = fy = 0.5 * w / math.tan(float(data["camera_angle_x"]) / 2)
-        cx, cy = w / 2, h / 2
+    file_path: str
+    transform_matrix: list[list[float]]
+    appearance_id: Annotated[int, pydantic.Field(ge=0)] = 0
+    mask_path: str | None = None
+
+    def __post_init__(self):
+        if _c2w(self.transform_matrix) is None:
+            raise Invalid("transform_matrix", "a rigid 4x4 (or 3x4) camera-to-world matrix (orthonormal rotation with "
+                                              "det +1, last row 0 0 0 1)", self.transform_matrix)
+
+
+@dataclass
+class NeuralsimSpec:
+    """neuralsim's own block: the names of the lighting conditions that `appearance_id` counts."""
+
+    appearance_names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TransformsFile:
+    """What neuralsim reads of a transforms.json: a pinhole camera, the frames and their splits."""
+
+    __pydantic_config__ = FOREIGN
+
+    frames: Annotated[list[FrameSpec], pydantic.Field(min_length=1)]
+    camera_model: Literal["OPENCV", "PINHOLE", "SIMPLE_PINHOLE"] = "OPENCV"
+    fl_x: PositiveNumber | None = None
+    fl_y: PositiveNumber | None = None
+    cx: float | None = None
+    cy: float | None = None
+    w: PositiveInt | None = None
+    h: PositiveInt | None = None
+    camera_angle_x: Annotated[float, pydantic.Field(gt=0, lt=math.pi)] | None = None
+    k1: float | None = None
+    k2: float | None = None
+    k3: float | None = None
+    k4: float | None = None
+    p1: float | None = None
+    p2: float | None = None
+    train_filenames: list[str] | None = None
+    val_filenames: list[str] | None = None
+    test_filenames: list[str] | None = None
+    neuralsim: NeuralsimSpec | None = None
+
+    def __post_init__(self):
+        for key in DISTORTION_KEYS:
+            if getattr(self, key):
+                raise Invalid(key, "0: neuralsim models pinhole cameras only (undistort the images first)",
+                              getattr(self, key))
+        if self.fl_x is None and self.camera_angle_x is None:
+            raise Invalid("fl_x", "the focal length in pixels (or camera_angle_x)", None)
+        if self.fl_x is not None:
+            for key in ("w", "h"):
+                if getattr(self, key) is None:
+                    raise Invalid(key, "the image size in pixels beside fl_x", None)
+            for key, size in (("cx", self.w), ("cy", self.h)):
+                value = getattr(self, key)
+                if value is not None and not 0 < value < size:
+                    raise Invalid(key, f"a principal point inside the image (0 < {key} < {size})", value)
+
+
+def _intrinsics(spec: TransformsFile, first_image: Path) -> Intrinsics:
+    if spec.fl_x is not None:
+        fx = spec.fl_x
+        fy = spec.fl_y if spec.fl_y is not None else fx
+        cx = spec.cx if spec.cx is not None else spec.w / 2
+        cy = spec.cy if spec.cy is not None else spec.h / 2
+        return Intrinsics(fx, fy, cx, cy, spec.w, spec.h)
+    if spec.w is not None and spec.h is not None:
+        w, h = spec.w, spec.h
     else:
-        raise UserError(f"{path} lacks the camera intrinsics: expected fl_x, fl_y, cx, cy, w, h (or camera_angle_x).")
-    if w <= 0 or h <= 0 or fx <= 0 or fy <= 0:
-        raise UserError(f"{path} has non-positive image size or focal length (w={w}, h={h}, fl_x={fx}, fl_y={fy}).")
-    return Intrinsics(fx, fy, cx, cy, w, h)
+        w, h = _image_size(first_image)
+    f = 0.5 * w / math.tan(spec.camera_angle_x / 2)
+    return Intrinsics(f, f, w / 2, h / 2, w, h)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError:
+        raise UserError(f"Capture image {path} is missing.") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"Capture image {path} cannot be read ({e}).") from None
 
 
 def _resolve_file(root: Path, file_path: str) -> str:
@@ -154,88 +217,56 @@ def _resolve_file(root: Path, file_path: str) -> str:
 
 
 def load_capture(root: str | Path, check_images: bool = True) -> Capture:
-    """Read and validate `root/transforms.json`; every problem is one `UserError` naming it."""
+    """Read and validate `root/transforms.json` (and, with `check_images`, decode every image); every problem is one
+    `UserError` naming the file and the field."""
     root = Path(root)
     path = root / "transforms.json" if root.is_dir() or not root.suffix else root
     root = path.parent
+    what = f"Capture file {path}"
     data = read_json(path, "Capture file")
-    if not isinstance(data, dict):
-        raise UserError(f"{path} must hold a JSON object.")
-    raw_frames = data.get("frames")
-    if not isinstance(raw_frames, list) or not raw_frames:
-        raise UserError(f"{path} has no frames (expected a non-empty 'frames' list).")
-    frames: list[Frame] = []
-    for i, fr in enumerate(raw_frames):
-        if not isinstance(fr, dict) or "file_path" not in fr or "transform_matrix" not in fr:
-            raise UserError(f"{path}: frame {i} lacks file_path or transform_matrix.")
-        try:
-            m = np.asarray(fr["transform_matrix"], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise UserError(f"{path}: frame {i} has a transform_matrix that is not a 4x4 matrix of numbers.") from None
-        if m.shape == (3, 4):
-            m = np.vstack([m, [0.0, 0.0, 0.0, 1.0]])
-        if m.shape != (4, 4):
-            raise UserError(f"{path}: frame {i} has a transform_matrix of shape {m.shape}, expected 4x4.")
-        if not is_rigid(m):
-            raise UserError(f"{path}: frame {i} ({fr['file_path']}) has a transform_matrix that is not rigid "
-                            "(rotation must be orthonormal with det +1, last row 0 0 0 1).")
-        appearance = fr.get("appearance_id", 0)
-        if not isinstance(appearance, int) or appearance < 0:
-            raise UserError(f"{path}: frame {i} has appearance_id {appearance!r}; expected an integer ≥ 0.")
-        frames.append(Frame(_resolve_file(root, str(fr["file_path"])), m, appearance, fr.get("mask_path")))
-    intrinsics = _intrinsics(data, path, root / frames[0].file_path)
-    meta = data.get("neuralsim", {}) or {}
-    if not isinstance(meta, dict):
-        raise UserError(f"{path}: 'neuralsim' must be a JSON object of neuralsim's extra fields.")
+    spec = from_plain(TransformsFile, data, what)
+    frames = [Frame(_resolve_file(root, f.file_path), _c2w(f.transform_matrix), f.appearance_id, f.mask_path)
+              for f in spec.frames]
+    intrinsics = _intrinsics(spec, root / frames[0].file_path)
     n_app = max(f.appearance_id for f in frames) + 1
-    names = meta.get("appearance_names", [])
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise UserError(f"{path}: neuralsim.appearance_names must be a list of names (strings).")
-    names = list(names) or [f"appearance_{k}" for k in range(n_app)]
+    names = list(spec.neuralsim.appearance_names if spec.neuralsim else []) or [f"appearance_{k}" for k in range(n_app)]
     if len(names) < n_app:
-        raise UserError(f"{path}: frames use appearance_id up to {n_app - 1} but only {len(names)} names are given.")
-    splits = _splits(data, frames, path)
+        raise problem(what, ("neuralsim", "appearance_names"), f"a name for every appearance_id up to {n_app - 1}",
+                      names)
+    splits = _splits(spec, frames, what)
     untrained = [names[k] for k in range(len(names)) if all(frames[i].appearance_id != k for i in splits["train"])]
     if untrained:
-        raise UserError(f"{path}: lighting condition(s) {', '.join(untrained)} have no training frame, so the field "
-                        "could not learn their appearance.")
-    capture = Capture(root, intrinsics, frames, splits, names, meta)
+        raise problem(what, ("neuralsim", "appearance_names"), "lighting conditions that each have a training frame "
+                      f"(the field could not learn the appearance of {', '.join(untrained)})", names)
+    capture = Capture(root, intrinsics, frames, splits, names, data.get("neuralsim") or {})
     if check_images:
-        for fr in frames:
-            p = capture.image_path(fr)
-            if not p.is_file():
-                raise UserError(f"Capture image {p} named in {path} is missing.")
-        capture.load_rgba(frames[0])  # size and alpha/mask of the first image; the others at load time
-        from PIL import Image
-
-        for fr in frames[1:]:
-            with Image.open(capture.image_path(fr)) as im:
-                if im.size != (intrinsics.width, intrinsics.height):
-                    raise UserError(f"Capture image {capture.image_path(fr)} is {im.size[0]}x{im.size[1]} but the capture "
-                                    f"says {intrinsics.width}x{intrinsics.height}; all images must have the same size.")
+        for i, fr in enumerate(frames):
+            if not capture.image_path(fr).is_file():
+                raise problem(what, ("frames", i, "file_path"), "an image file that exists", fr.file_path)
+            capture.load_rgba(fr)  # decodes it: size, alpha or mask, truncation
     return capture
 
 
-def _splits(data: dict, frames: list[Frame], path: Path) -> dict[str, list[int]]:
+def _splits(spec: TransformsFile, frames: list[Frame], what: str) -> dict[str, list[int]]:
     index = {f.file_path: i for i, f in enumerate(frames)}
     index.update({str(Path(f.file_path).with_suffix("")): i for i, f in enumerate(frames)})
-    if not any(f"{s}_filenames" in data for s in SPLITS):
+    if all(getattr(spec, f"{s}_filenames") is None for s in SPLITS):
         # Plain nerfstudio capture without splits: every 10th frame is held out for testing.
         test = [i for i in range(len(frames)) if i % 10 == 9] or [len(frames) - 1]
         train = [i for i in range(len(frames)) if i not in test] or test
         return {"train": train, "val": test, "test": test}
     splits = {}
     for s in SPLITS:
-        names = data.get(f"{s}_filenames", [])
+        names = getattr(spec, f"{s}_filenames") or []
         unknown = [n for n in names if n not in index]
         if unknown:
-            raise UserError(f"{path}: {s}_filenames names {unknown[0]!r}, which is not a frame.")
+            raise problem(what, (f"{s}_filenames",), "file paths of frames", unknown[0])
         splits[s] = [index[n] for n in names]
-    if not splits["train"]:
-        raise UserError(f"{path}: train_filenames is empty.")
-    if not splits["test"]:
-        raise UserError(f"{path}: test_filenames is empty or missing; the fit needs held-out views to measure itself "
-                        "(list some, or give no splits at all and every 10th frame is held out).")
+    for s in ("train", "test"):
+        if not splits[s]:
+            raise problem(what, (f"{s}_filenames",), "at least one frame (the fit trains on train_filenames and "
+                          "measures itself on test_filenames; or give no splits at all, and every 10th frame is held "
+                          "out)", getattr(spec, f"{s}_filenames"))
     return splits
 
 

@@ -56,22 +56,50 @@ def test_plain_nerfstudio_without_extras(tmp_path):
 
 
 @pytest.mark.parametrize("breakage,message", [
-    (lambda d: d.pop("fl_x"), "intrinsics"),
-    (lambda d: d.update(frames=[]), "no frames"),
-    (lambda d: d["frames"][1].pop("transform_matrix"), "lacks file_path or transform_matrix"),
-    (lambda d: d["frames"][0].update(transform_matrix=(np.eye(4) * 2).tolist()), "not rigid"),
-    (lambda d: d.update(w="abc"), "must be numbers"), (lambda d: d.update(fl_x=None), "must be numbers"),
-    (lambda d: d.update(k1=0.1), "lens distortion"), (lambda d: d.update(camera_model="OPENCV_FISHEYE"), "pinhole"),
-    (lambda d: d.update(neuralsim=["x"]), "must be a JSON object"),
-    (lambda d: d["neuralsim"].update(appearance_names=3), "list of names"),
-    (lambda d: d["neuralsim"].update(appearance_names=["a", "b", "c"]), "c have no training frame"),
-    (lambda d: d.update(test_filenames=[]), "test_filenames is empty"),
+    (lambda d: d.pop("fl_x"), "fl_x: expected the focal length in pixels (or camera_angle_x), got None"),
+    (lambda d: d.update(fl_x=float("nan")), "fl_x: expected a finite number, got nan"),
+    (lambda d: d.update(fl_x=float("inf")), "fl_x: expected a finite number, got inf"),
+    (lambda d: d.update(fl_y=-3.0), "fl_y: expected greater than 0, got -3.0"),
+    (lambda d: d.update(fl_x="zero"), "fl_x: expected a number, got 'zero'"),
+    (lambda d: d.update(cx=float("nan")), "cx: expected a finite number, got nan"),
+    (lambda d: d.update(cx=30.0), "cx: expected a principal point inside the image (0 < cx < 8), got 30.0"),
+    (lambda d: d.update(cy=-1), "cy: expected a principal point inside the image (0 < cy < 8), got -1.0"),
+    (lambda d: d.update(w="abc"), "w: expected an integer, got 'abc'"),
+    (lambda d: d.update(h=0), "h: expected greater than 0, got 0"),
+    (lambda d: d.update(frames=[]), "frames: expected at least 1 item, got []"),
+    (lambda d: d["frames"][1].pop("transform_matrix"), "frames[1].transform_matrix: required, but not given"),
+    (lambda d: d["frames"][0].update(transform_matrix=(np.eye(4) * 2).tolist()),
+     "frames[0].transform_matrix: expected a rigid 4x4"),
+    (lambda d: d["frames"][0].update(transform_matrix=[[1, 0, 0], [0, 1, 0, 0]]), "frames[0].transform_matrix: expected"),
+    (lambda d: d["frames"][2].update(appearance_id="1"), "frames[2].appearance_id: expected an integer, got '1'"),
+    (lambda d: d.update(k1=0.1), "k1: expected 0: neuralsim models pinhole cameras only"),
+    (lambda d: d.update(camera_model="OPENCV_FISHEYE"),
+     "camera_model: expected 'OPENCV', 'PINHOLE' or 'SIMPLE_PINHOLE', got 'OPENCV_FISHEYE'"),
+    (lambda d: d.update(neuralsim=["x"]), "neuralsim: expected an object, got ['x']"),
+    (lambda d: d["neuralsim"].update(appearance_names="ab"), "neuralsim.appearance_names: expected a list, got 'ab'"),
+    (lambda d: d["neuralsim"].update(appearance_names=["a", "b", "c"]),
+     "neuralsim.appearance_names: expected lighting conditions that each have a training frame (the field could not "
+     "learn the appearance of c)"),
+    (lambda d: d.update(test_filenames=[]), "test_filenames: expected at least one frame"),
+    (lambda d: d.update(val_filenames=["images/nothing.png"]),
+     "val_filenames: expected file paths of frames, got 'images/nothing.png'"),
 ])
-def test_bad_transforms(tmp_path, breakage, message):
+def test_bad_transforms_is_one_line_naming_the_file_and_field(tmp_path, breakage, message):
     root = make_capture(tmp_path)
     edit(root, breakage)
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UserError) as info:
         load_capture(root)
+    error = str(info.value)
+    assert error.startswith(f"Capture file {root / 'transforms.json'}: {message}"), error
+    assert "\n" not in error
+
+
+def test_keys_neuralsim_does_not_read_are_ignored(tmp_path):
+    root = make_capture(tmp_path)
+    edit(root, lambda d: d.update(aabb_scale=16, ply_file_path="sparse.ply") or d["frames"][0].update(colmap_im_id=3)
+         or d["neuralsim"].update(capture={"views": 4}))
+    capture = load_capture(root)
+    assert len(capture.frames) == 4 and capture.meta["capture"] == {"views": 4}
 
 
 def test_malformed_json(tmp_path):
@@ -84,7 +112,15 @@ def test_malformed_json(tmp_path):
 def test_missing_image(tmp_path):
     root = make_capture(tmp_path)
     (root / "images/f2.png").unlink()
-    with pytest.raises(UserError, match="f2.png .*missing"):
+    with pytest.raises(UserError, match=r"frames\[2\].file_path: expected an image file that exists, got 'images/f2.png'"):
+        load_capture(root)
+
+
+def test_every_image_is_decoded(tmp_path):
+    root = make_capture(tmp_path)
+    data = (root / "images/f3.png").read_bytes()
+    (root / "images/f3.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="f3.png cannot be read"):
         load_capture(root)
 
 
