@@ -1,5 +1,5 @@
-"""House utilities: atomic writes, staged output folders, run directories, seeding, device, phase timing,
-progress.
+"""House utilities: atomic writes, staged output folders, plain file names, run directories (which record the
+neuralsim version that wrote them), seeding, device, phase timing, progress.
 
 Every output file is written to a temporary name and renamed; every output folder is built beside
 its final place and renamed on success, so a failure never leaves anything half-written behind.
@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,9 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from neuralsim import __version__
 from neuralsim.errors import UserError
+from neuralsim.schema import FOREIGN, from_plain
 
 # ----------------------------------------------------------------------------- atomic files
 
@@ -104,6 +109,26 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
 
 # ----------------------------------------------------------------------------- output folders
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def safe_name(name: str, what: str) -> str:
+    """`name` itself if it is a plain name, safe as (part of) a file name: letters, digits, `_`, `-` and `.`, not
+    starting with `.`; else a `UserError`."""
+    if not _PLAIN_NAME.fullmatch(name):
+        raise UserError(f"{what}: expected a plain name (letters, digits, _ - . and not starting with .), got {name!r}")
+    return name
+
+
+def file_stem(name: str) -> str:
+    """A plain name standing for any text (an object's or a class's name) in file names: the text itself when it is
+    plain, else its other characters replaced by `_` and a hash of the text appended, so that two texts never share
+    a file."""
+    if _PLAIN_NAME.fullmatch(name):
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name).lstrip('.')[:64]}_{digest}"
+
 
 def check_output_dir(out: str | Path, overwrite: bool) -> Path:
     """An output folder must be new or empty, unless `overwrite` is given."""
@@ -121,6 +146,7 @@ def staged_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path
     out = check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    os.chmod(stage, 0o777 & ~_UMASK)  # mkdtemp makes 0700; give the folder the permissions a plain mkdir would
     try:
         yield stage
     except BaseException:
@@ -131,8 +157,21 @@ def staged_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path
     os.replace(stage, out)
 
 
+@dataclass
+class RunRecord:
+    """`neuralsim.json` of a run folder: the neuralsim that wrote it."""
+
+    __pydantic_config__ = FOREIGN  # a later neuralsim may record more
+
+    version: str
+
+
 class RunDir:
-    """A run directory: `config.json` (plain data), `metrics.jsonl`, TensorBoard events, checkpoints."""
+    """A run directory: `config.json` (plain data), `neuralsim.json` (the version that wrote it), `metrics.jsonl`,
+    TensorBoard events, checkpoints. Only the neuralsim version that started a run continues it: another may read its
+    settings or checkpoints differently."""
+
+    RECORD = "neuralsim.json"
 
     def __init__(self, path: str | Path, config: Any = None, *, resume: bool = False, overwrite: bool = False):
         self.path = Path(path)
@@ -142,10 +181,24 @@ class RunDir:
                 shutil.rmtree(self.path)
         elif not (self.path / "config.json").is_file():
             raise UserError(f"Cannot resume: {self.path} holds no config.json of an earlier run.")
+        else:
+            self.check_version(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
-        if config is not None and not resume:
-            atomic_write_json(self.path / "config.json", config)
+        if not resume:
+            atomic_write_json(self.path / self.RECORD, RunRecord(__version__))
+            if config is not None:
+                atomic_write_json(self.path / "config.json", config)
         self._tb = None
+
+    @classmethod
+    def check_version(cls, path: str | Path) -> None:
+        """Refuse to continue the run in `path` unless this neuralsim version wrote it (before reading its config)."""
+        record = Path(path) / cls.RECORD
+        version = from_plain(RunRecord, read_json(record), str(record)).version if record.is_file() else None
+        if version != __version__:
+            writer = f"neuralsim {version}" if version else "a neuralsim that recorded no version"
+            raise UserError(f"Cannot resume: {path} was written by {writer}, this is neuralsim {__version__}; "
+                            "start the run again with --overwrite.")
 
     @property
     def config(self) -> Any:
@@ -206,8 +259,6 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def derive_seed(seed: int, *keys: Any) -> int:
     """A child seed for a named sub-task, stable across runs and machines (for per-object/per-image work)."""
-    import hashlib
-
     h = hashlib.sha256(repr((seed, *keys)).encode()).digest()
     return int.from_bytes(h[:8], "little") & (2**63 - 1)
 
@@ -287,56 +338,3 @@ def progress(transient: bool = False) -> Progress:
         TimeRemainingColumn(),
         transient=transient,
     )
-
-
-def from_plain(cls: type, data: Any, what: str = "config", *, saved: bool = False) -> Any:
-    """Rebuild a (nested) config dataclass from plain data; unknown keys are an error naming them.
-
-    `saved`: the data is the config a run was started with and is about to be continued. Every setting must then be
-    there (in nested configs too): a missing one means an older neuralsim wrote it, and today's default in its place
-    could change the run halfway, so it is an error naming the settings. A config class may list the settings it
-    gained later in a class attribute `ADDED_LATER` (name → the value that reproduces the code before them); those
-    take that value when missing."""
-    import typing
-
-    if not isinstance(data, dict):
-        raise UserError(f"{what} must be a JSON object, got {type(data).__name__}.")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise UserError(f"{what} has unknown setting(s) {unknown}; known: {sorted(names)}.")
-    if saved:
-        data = {**getattr(cls, "ADDED_LATER", {}), **data}
-        missing = _missing_settings(cls, data, hints)
-        if missing:
-            raise UserError(f"{what} has no setting(s) {missing}: an older neuralsim wrote it, and today's defaults "
-                            "could change the run halfway; start it again with --overwrite.")
-    kwargs = {}
-    for key, value in data.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_plain(hint, value, f"{what}.{key}", saved=saved)
-        elif typing.get_origin(hint) is tuple and isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise UserError(f"{what} is inconsistent ({e}).") from None
-
-
-def _missing_settings(cls: type, data: dict, hints: dict) -> list[str]:
-    """The dataclass fields absent from `data`, as dotted paths, nested configs included."""
-    import typing
-
-    missing = []
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            missing.append(f.name)
-        elif dataclasses.is_dataclass(hints[f.name]) and isinstance(data[f.name], dict):
-            inner_cls = hints[f.name]
-            inner = _missing_settings(inner_cls, {**getattr(inner_cls, "ADDED_LATER", {}), **data[f.name]},
-                                      typing.get_type_hints(inner_cls))
-            missing += [f"{f.name}.{m}" for m in inner]
-    return missing

@@ -1,10 +1,12 @@
 import json
+import re
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from neuralsim import __version__, runtime
 from neuralsim.cli import main
 from neuralsim.errors import UserError
 from neuralsim.runtime import (
@@ -12,9 +14,11 @@ from neuralsim.runtime import (
     RunDir,
     atomic_write_json,
     derive_seed,
+    file_stem,
     peak_memory_mb,
     reset_peak_memory,
     resolve_device,
+    safe_name,
     staged_output_dir,
 )
 
@@ -35,6 +39,40 @@ def test_staged_output_dir_commits_on_success_and_cleans_up_on_failure(tmp_path)
     with staged_output_dir(tmp_path / "out", overwrite=True) as stage:
         (stage / "b.txt").write_text("y")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.txt"]
+
+
+def test_staged_output_folders_take_the_permissions_of_the_umask(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "_UMASK", 0o022)
+    with staged_output_dir(tmp_path / "out") as stage:
+        (stage / "a.txt").write_text("x")
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+
+
+def test_run_dir_records_its_version_and_refuses_to_resume_another(tmp_path):
+    RunDir(tmp_path / "run", {"lr": 0.1}).close()
+    assert json.loads((tmp_path / "run" / "neuralsim.json").read_text()) == {"version": __version__}
+    RunDir(tmp_path / "run", resume=True).close()
+    (tmp_path / "run" / "neuralsim.json").write_text(json.dumps({"version": "0.0.1", "later": True}))
+    with pytest.raises(UserError, match=f"^Cannot resume: {tmp_path / 'run'} was written by neuralsim 0.0.1, this is "
+                                        rf"neuralsim {__version__}; start the run again with --overwrite\.$"):
+        RunDir(tmp_path / "run", resume=True)
+    (tmp_path / "run" / "neuralsim.json").unlink()
+    with pytest.raises(UserError, match="was written by a neuralsim that recorded no version"):
+        RunDir(tmp_path / "run", resume=True)
+
+
+@pytest.mark.parametrize("name", ["val", "019_pitcher_base", "v1.2-b"])
+def test_plain_names_pass(name):
+    assert safe_name(name, "name") == name == file_stem(name)
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", ".hidden", "..", "", "a b", "a\\b", "ψ"])
+def test_names_that_are_no_plain_file_names_are_refused_or_mapped(name):
+    with pytest.raises(UserError, match=f"^name: expected a plain name .*, got {re.escape(repr(name))}$"):
+        safe_name(name, "name")
+    stem = file_stem(name)
+    assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", stem) and "/" not in stem
+    assert file_stem(name + "_") != stem
 
 
 def test_run_dir_logs_metrics_and_resumes(tmp_path):

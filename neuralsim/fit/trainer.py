@@ -9,7 +9,7 @@ import json
 import time
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +26,8 @@ from neuralsim.fit.metrics import psnr, ssim
 from neuralsim.render.camera import render_view
 from neuralsim.render.labels import composite
 from neuralsim.render.volume import ObjectRays, RenderConfig, ray_box, render_rays
-from neuralsim.runtime import RunDir, atomic_write_bytes, atomic_write_json, derive_seed, from_plain, progress, to_plain
+from neuralsim.runtime import RunDir, atomic_write_bytes, atomic_write_json, derive_seed, progress, to_plain
+from neuralsim.schema import from_plain
 
 TRAIN_STATE_FILE = "train_state.safetensors"
 TRAIN_STATE_VERSION = 2
@@ -80,14 +81,20 @@ class FitConfig:
     """Steps between held-out evaluations (and at the end); 0: only at the end."""
     checkpoint_every: int = 250
     """Steps between resumable checkpoints."""
+    first_checkpoint: int = 25
+    """Step of the first checkpoint, so that a fit stopped early goes on from there."""
     seed: int = 0
     """Seed of the field initialisation, the ray batches and the sample jitter."""
     field: GridFieldConfig = dataclass_field(default_factory=GridFieldConfig)
     """The grid field's configuration."""
 
-    ADDED_LATER: ClassVar[dict[str, Any]] = {"tv_density": 0.0, "tv_features": 0.0, "appearance_spread": 0.0}
-    """Settings added after fits were first saved, with the value that reproduces a fit saved without them (read by
-    `from_plain(saved=True)` when a fit is resumed)."""
+
+@dataclass
+class FitRun:
+    """A fit's config.json: its settings and the capture it fits."""
+
+    fit: FitConfig
+    capture: str
 
 
 @dataclass
@@ -190,8 +197,6 @@ def load_train_state(path: Path, field: GridField, optimizer: torch.optim.Adam) 
     """Restore field and optimizer from a checkpoint; returns (step, train seconds so far)."""
     from safetensors import safe_open
 
-    if not path.is_file():
-        raise UserError(f"Cannot resume: {path} does not exist (no checkpoint was written yet).")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -220,23 +225,21 @@ def fit(capture_dir: str | Path, out: str | Path, config: FitConfig, *, device: 
         resume: bool = False, overwrite: bool = False, steps_given: bool = True, show_progress: bool = True) -> dict[str, Any]:
     """Fit a field to the capture in `capture_dir`, writing checkpoints, metrics and the final field to `out`.
 
-    With `resume`, the run's own config is used (its step count too, unless `steps_given`).
-    Returns the final held-out evaluation (PSNR/SSIM per lighting condition and their mean).
+    With `resume`, the run's own config is used (its step count too, unless `steps_given`), from its last checkpoint,
+    or from the start when it was stopped before the first. Returns the final held-out evaluation (PSNR/SSIM per
+    lighting condition and their mean).
     """
-    capture = load_capture(capture_dir)
+    capture = load_capture(capture_dir)  # every image decoded: a bad capture is refused before `out` is made
+    capture_path = str(Path(capture_dir).resolve())
     if resume:
         run = RunDir(out, resume=True)
-        saved_run = run.config
-        if not isinstance(saved_run, dict):
-            raise UserError(f"{out / 'config.json'} must be a JSON object, got {type(saved_run).__name__}.")
-        fitted_on = saved_run.get("capture")
-        if fitted_on is not None and Path(fitted_on) != Path(capture_dir).resolve():
-            raise UserError(f"{out} is a fit of the capture {fitted_on}, not of {Path(capture_dir).resolve()}; resume it "
-                            "with its own capture.")
-        saved = from_plain(FitConfig, saved_run.get("fit"), f"{out / 'config.json'}'s fit config", saved=True)
-        config = dataclasses.replace(saved, steps=config.steps) if steps_given else saved
+        saved = from_plain(FitRun, run.config, f"Run config {out / 'config.json'}")
+        if Path(saved.capture) != Path(capture_path):
+            raise UserError(f"{out} is a fit of the capture {saved.capture}, not of {capture_path}; resume it with its "
+                            "own capture.")
+        config = dataclasses.replace(saved.fit, steps=config.steps) if steps_given else saved.fit
     else:
-        run = RunDir(out, {"fit": config, "capture": str(Path(capture_dir).resolve())}, overwrite=overwrite)
+        run = RunDir(out, FitRun(config, capture_path), overwrite=overwrite)
     try:
         return _fit(capture, run, config, device, resume, show_progress)
     finally:
@@ -253,11 +256,12 @@ def _fit(capture: Capture, run: RunDir, config: FitConfig, device: torch.device,
     field = build_field(capture, config, device)
     optimizer = make_optimizer(field, config)
     step, train_seconds = 0, 0.0
-    if resume:
+    if resume and (run.path / TRAIN_STATE_FILE).is_file():
         step, train_seconds = load_train_state(run.path / TRAIN_STATE_FILE, field, optimizer)
-        run.truncate_metrics(step)
     else:
         field.occupancy.copy_(hull)
+    if resume:
+        run.truncate_metrics(step)
     with progress(transient=not show_progress) as bar:
         task = bar.add_task("fit", total=config.steps, completed=step)
         while step < config.steps:
@@ -273,7 +277,7 @@ def _fit(capture: Capture, run: RunDir, config: FitConfig, device: torch.device,
                 run.log(step, **scalars, train_seconds=train_seconds, test=evaluation)
             elif step % 50 == 0:
                 run.log(step, **scalars, train_seconds=train_seconds)
-            if step % config.checkpoint_every == 0 or step == config.steps:
+            if step % config.checkpoint_every == 0 or step in (config.first_checkpoint, config.steps):
                 save_train_state(run.path / TRAIN_STATE_FILE, field, optimizer, step, train_seconds)
     evaluation = evaluate(field, capture)
     run.log(step, train_seconds=train_seconds, test=evaluation)

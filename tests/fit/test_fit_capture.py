@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import neuralsim
 from neuralsim.cli import main
 from neuralsim.fields import GridFieldConfig, load_field
 from neuralsim.fit import FitConfig, fit, trainer
@@ -116,20 +117,34 @@ def _broken_capture(base: Path, tmp_path: Path, problem: str) -> Path:
         for frame in data["frames"]:
             image = capture / frame["file_path"]
             Image.open(image).convert("RGB").save(image)
+    elif problem.startswith("truncated"):  # a training frame after the first, or a test frame (every 7th)
+        image = capture / data["frames"][19 if problem == "truncated training frame" else 20]["file_path"]
+        image.write_bytes(image.read_bytes()[:-40])
+    elif problem in ("NaN fl_x", "NaN cx", "Infinity fl_x", "cx outside"):
+        key, value = {"NaN fl_x": ("fl_x", float("nan")), "NaN cx": ("cx", float("nan")),
+                      "Infinity fl_x": ("fl_x", float("inf")), "cx outside": ("cx", 30.0)}[problem]
+        data[key] = value  # Python's json writes and reads NaN and Infinity
     path.write_text(json.dumps(data))
     return capture
 
 
-@pytest.mark.parametrize("problem", ["missing fields", "non-rigid matrix", "missing image", "different sizes",
-                                     "no alpha and no mask"])
-def test_cli_bad_capture_is_one_line_and_exit_code_2(sphere_capture, tmp_path, capsys, problem):
+@pytest.mark.parametrize("problem, message", [
+    ("missing fields", "fl_x: expected the focal length"), ("non-rigid matrix", "frames[2].transform_matrix: expected"),
+    ("missing image", "frames[3].file_path: expected an image file that exists"), ("different sizes", "is 10x12"),
+    ("no alpha and no mask", "no alpha channel"), ("truncated training frame", "images/019.png cannot be read"),
+    ("truncated test frame", "images/020.png cannot be read"), ("NaN fl_x", "fl_x: expected a finite number, got nan"),
+    ("Infinity fl_x", "fl_x: expected a finite number, got inf"), ("NaN cx", "cx: expected a finite number, got nan"),
+    ("cx outside", "cx: expected a principal point inside the image (0 < cx < 24), got 30.0"),
+])
+def test_cli_bad_capture_is_one_line_and_exit_code_2_before_out_is_made(sphere_capture, tmp_path, capsys, problem,
+                                                                        message):
     capture = _broken_capture(sphere_capture, tmp_path, problem)
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", str(capture), "--out", str(tmp_path / "field"), "--steps", "2", "--device", "cpu"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
-    assert not (tmp_path / "field" / "field.json").exists()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "field").exists()
 
 
 @pytest.mark.parametrize("weight", ["-0.1", "nan"])
@@ -187,41 +202,31 @@ def test_cli_resume_with_another_capture_exits_2(sphere_capture, tmp_path, capsy
     assert exit_info.value.code == 2 and "resume it with its own capture" in capsys.readouterr().err
 
 
-def _drop_saved_settings(out: Path, *names: str) -> None:
-    path = out / "config.json"
-    saved = json.loads(path.read_text())
-    for name in names:
-        section, _, key = name.rpartition(".")
-        (saved["fit"][section] if section else saved["fit"]).pop(key)
-    path.write_text(json.dumps(saved))
+def test_resume_before_the_first_checkpoint_starts_over(sphere_capture, tmp_path, monkeypatch):
+    config = _config(12, checkpoint_every=10)
+    fit(sphere_capture, tmp_path / "whole", config, device=CPU, show_progress=False)
+    _fit_interrupted_at(6, sphere_capture, tmp_path / "stopped", config, monkeypatch)
+    assert not (tmp_path / "stopped" / trainer.TRAIN_STATE_FILE).exists()
+    fit(sphere_capture, tmp_path / "stopped", config, device=CPU, resume=True, steps_given=False, show_progress=False)
+    _assert_same_field(tmp_path / "whole", tmp_path / "stopped")
 
 
-def test_resuming_a_fit_saved_before_the_regularisers_keeps_them_off(sphere_capture, tmp_path, monkeypatch):
-    """A fit saved by code without `tv_*` / `appearance_spread` ran without them and must go on without them."""
-    off = _config(20, checkpoint_every=10, tv_density=0.0, tv_features=0.0, appearance_spread=0.0)
-    fit(sphere_capture, tmp_path / "whole", off, device=CPU, show_progress=False)
+def test_the_first_checkpoint_comes_within_the_first_few_dozen_steps(sphere_capture, tmp_path, monkeypatch):
+    from safetensors import safe_open
 
-    _fit_interrupted_at(15, sphere_capture, tmp_path / "old", off, monkeypatch)
-    _drop_saved_settings(tmp_path / "old", "tv_density", "tv_features", "appearance_spread")
-    original, seen = trainer.train_step, []
-
-    def recording(field, optimizer, bank, cfg, step):
-        seen.append((cfg.tv_density, cfg.tv_features, cfg.appearance_spread))
-        return original(field, optimizer, bank, cfg, step)
-
-    monkeypatch.setattr(trainer, "train_step", recording)
-    fit(sphere_capture, tmp_path / "old", _config(20), device=CPU, resume=True, steps_given=False, show_progress=False)
-    assert len(seen) == 10 and set(seen) == {(0.0, 0.0, 0.0)}
-    _assert_same_field(tmp_path / "whole", tmp_path / "old")
+    config = FitConfig(steps=100, rays_per_step=64, eval_every=0, field=SMALL_FIELD)  # the default checkpoints
+    _fit_interrupted_at(30, sphere_capture, tmp_path / "stopped", config, monkeypatch)
+    with safe_open(str(tmp_path / "stopped" / trainer.TRAIN_STATE_FILE), framework="pt") as f:
+        assert int(f.metadata()["step"]) <= 25
 
 
-@pytest.mark.parametrize("dropped", ["lr_density", "field.feature_channels"])
-def test_cli_resume_of_a_config_without_a_setting_of_unknown_value_exits_2(sphere_capture, tmp_path, capsys, dropped):
+def test_cli_resume_of_a_fit_written_by_another_version_exits_2(sphere_capture, tmp_path, capsys):
     out = tmp_path / "field"
-    fit(sphere_capture, out, _config(4, checkpoint_every=2), device=CPU, show_progress=False)
-    _drop_saved_settings(out, dropped)
+    fit(sphere_capture, out, _config(2), device=CPU, show_progress=False)
+    (out / "neuralsim.json").write_text(json.dumps({"version": "0.0.1"}))
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", str(sphere_capture), "--out", str(out), "--resume", "--device", "cpu"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert dropped in err and "--overwrite" in err and len(err.splitlines()) == 1, err
+    assert err == (f"error: Cannot resume: {out} was written by neuralsim 0.0.1, this is neuralsim "
+                   f"{neuralsim.__version__}; start the run again with --overwrite."), err
