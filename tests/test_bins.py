@@ -3,6 +3,7 @@ import pytest
 
 from neuralsim.errors import UserError
 from neuralsim.sampling.bins import FactorBins, ObjectDistribution, check_probs
+from neuralsim.schema import Invalid
 
 
 def test_sampling_respects_bins():
@@ -19,11 +20,11 @@ def test_empirical_frequencies_follow_probs():
     np.testing.assert_allclose(np.bincount(bins, minlength=3) / 20000, [0.2, 0.5, 0.3], atol=0.015)
 
 
-@pytest.mark.parametrize("probs,message", [([0.5, -0.1, 0.6], "negative"), ([0.3, 0.3], "sum to 1"),
-                                           ([], "empty"), ([float("nan"), 1.0], "finite")])
+@pytest.mark.parametrize("probs,message", [([0.5, -0.1, 0.6], "≥ 0"), ([0.3, 0.3], "sum to 1 .these sum to 0.6"),
+                                           ([], "at least one"), ([float("nan"), 1.0], "finite")])
 def test_bad_probabilities(probs, message):
-    with pytest.raises(UserError, match=message):
-        check_probs(probs, "test")
+    with pytest.raises(Invalid, match=message):
+        check_probs(probs, "probs")
 
 
 def test_json_round_trip_and_validation():
@@ -31,7 +32,7 @@ def test_json_round_trip_and_validation():
     back = ObjectDistribution.from_json(d.to_json(), "x")
     np.testing.assert_allclose(back.factors["azimuth"].probs, np.full(8, 1 / 8))
     assert back.lighting.names == ["studio", "dim_top"]
-    with pytest.raises(UserError, match="full turn"):
+    with pytest.raises(UserError, match=r"^x: azimuth.high: expected low \+ 360 = 360 \(azimuth bins cover a full turn"):
         ObjectDistribution.from_json({"azimuth": {"low": 0, "high": 180, "probs": [1.0]}}, "x")
-    with pytest.raises(UserError, match="unknown factor"):
+    with pytest.raises(UserError, match=r"^x: zoom: unknown setting \(known: azimuth, elevation, radius, lighting\)"):
         ObjectDistribution.from_json({"zoom": {"probs": [1.0]}}, "x")

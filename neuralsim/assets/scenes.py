@@ -20,8 +20,9 @@ from neuralsim.data.backgrounds import background_source
 from neuralsim.data.boxes import box_from_mask, mask_from_alpha
 from neuralsim.data.coco import CocoBuilder
 from neuralsim.errors import UserError
-from neuralsim.runtime import atomic_save_png, derive_seed, progress, read_json, staged_output_dir, to_plain
-from neuralsim.sampling.bins import ObjectDistribution
+from neuralsim.runtime import atomic_save_png, derive_seed, progress, read_json, safe_name, staged_output_dir, to_plain
+from neuralsim.sampling.bins import DistributionFile, ObjectDistribution
+from neuralsim.schema import from_plain
 
 
 @dataclass
@@ -51,10 +52,12 @@ class SceneSetConfig:
     min_box_pixels: int = 9
     """Connected specks smaller than this are ignored; an object with fewer visible pixels gets no box."""
     name: str = "scenes"
-    """Name of the set (e.g. val, test): part of the seed, so val and test are separate draws."""
+    """Name of the set (e.g. val, test): part of the seed, so val and test are separate draws, and of the image files'
+    names, so a plain name (letters, digits, `_ - .`)."""
     seed: int = 0
 
     def validate(self) -> None:
+        safe_name(self.name, "The scene set's --name")
         if not self.objects:
             raise UserError("A scene set needs at least one object.")
         if len(set(self.objects)) != len(self.objects):
@@ -78,10 +81,8 @@ class SceneSetConfig:
 
 def load_distributions(path: str | Path) -> dict[str, ObjectDistribution]:
     """Read `{"objects": {name: {azimuth: {...}, elevation: …, radius: …, lighting: …}}}` (a ψ file works too)."""
-    data = read_json(path, "Distribution file")
-    if not isinstance(data, dict) or not isinstance(data.get("objects"), dict):
-        raise UserError(f"Distribution file {path} must hold an object with an 'objects' mapping of name → factors.")
-    return {name: ObjectDistribution.from_json(d, f"{path}: object {name}") for name, d in data["objects"].items()}
+    spec = from_plain(DistributionFile, read_json(path, "Distribution file"), f"Distribution file {path}")
+    return {name: ObjectDistribution.from_spec(d) for name, d in spec.objects.items()}
 
 
 @dataclass

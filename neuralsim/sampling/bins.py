@@ -1,7 +1,7 @@
 """Binned factors: a categorical over k equal bins of [low, high), the parameterisation that both the
 target-domain scene sets and ψ use (paper §3.1: B_1 = [0, 360/k), B_2 = [360/k, 2·360/k), …).
 
-Plain-JSON form of one object's distribution:
+Plain-JSON form of one object's distribution (`ObjectSpec`; a distribution file is `DistributionFile`):
     {"azimuth": {"low": 0, "high": 360, "probs": [...]},  "elevation": {...},  "radius": {...},
      "lighting": {"names": ["studio", ...], "weights": [...]}}
 """
@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import numpy as np
+import pydantic
 
 from neuralsim.errors import UserError
+from neuralsim.schema import Invalid, from_plain
 
 FACTORS = ("azimuth", "elevation", "radius")
 CIRCULAR = {"azimuth": True, "elevation": False, "radius": False}
@@ -21,18 +24,96 @@ DEFAULT_RANGES = {"azimuth": (0.0, 360.0), "elevation": (10.0, 50.0), "radius": 
 PROB_TOL = 1e-4
 
 
-def check_probs(probs, what: str) -> np.ndarray:
-    """Probabilities must be finite, ≥ 0 and sum to 1 (within 1e-4); returns them renormalised exactly."""
+LightingParameterisation = Literal["simplex", "logits"]
+
+
+def check_probs(probs: list[float], field: str) -> np.ndarray:
+    """Probabilities must be ≥ 0 and sum to 1 (within 1e-4), else `Invalid` names `field`; returns them renormalised
+    exactly."""
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     if p.size == 0:
-        raise UserError(f"{what}: the probability list is empty.")
-    if not np.all(np.isfinite(p)):
-        raise UserError(f"{what}: probabilities must be finite numbers, got {p.tolist()}.")
-    if np.any(p < 0):
-        raise UserError(f"{what}: probabilities must not be negative, got {p.tolist()}.")
+        raise Invalid(field, "at least one probability", probs)
+    if not np.all(np.isfinite(p)) or np.any(p < 0):
+        raise Invalid(field, "finite probabilities ≥ 0", probs)
     if abs(p.sum() - 1.0) > PROB_TOL:
-        raise UserError(f"{what}: probabilities must sum to 1, they sum to {p.sum():.6g}.")
+        raise Invalid(field, f"probabilities that sum to 1 (these sum to {p.sum():.6g})", probs)
     return p / p.sum()
+
+
+def check_logits(logits: list[float] | None, probs: np.ndarray, against: str) -> None:
+    """Logits stored beside probabilities must be one per probability, and their softmax must be those."""
+    if logits is None:
+        return
+    a = np.asarray(logits, dtype=np.float64)
+    if a.shape != probs.shape:
+        raise Invalid("logits", f"{len(probs)} numbers, one per entry of {against}", logits)
+    if np.max(np.abs(np.exp(a - a.max()) / np.exp(a - a.max()).sum() - probs)) > 1e-4:
+        raise Invalid("logits", f"numbers whose softmax is {against} (they disagree: give one of them, or both "
+                                "consistent)", logits)
+
+
+# ----------------------------------------------------------------------------- the file form
+
+
+@dataclass
+class FactorSpec:
+    """One factor in a distribution or ψ file: the probabilities of k equal bins of [low, high) (the factor's
+    default range where left out) and, in a ψ file, the logits they came from."""
+
+    probs: list[float]
+    low: float | None = None
+    high: float | None = None
+    logits: list[float] | None = None
+
+    def __post_init__(self):
+        check_logits(self.logits, check_probs(self.probs, "probs"), "probs")
+
+
+@dataclass
+class LightingSpec:
+    """The lighting weights in a distribution or ψ file; a ψ file adds how they are optimised, and its logits."""
+
+    names: list[str]
+    weights: list[float]
+    parameterisation: LightingParameterisation = "simplex"
+    logits: list[float] | None = None
+
+    def __post_init__(self):
+        if len(self.weights) != len(self.names):
+            raise Invalid("weights", f"{len(self.names)} weights, one per name", self.weights)
+        weights = check_probs(self.weights, "weights")
+        if self.parameterisation == "logits":
+            check_logits(self.logits, weights, "weights")
+
+
+@dataclass
+class ObjectSpec:
+    """One object's distribution in a file; a factor left out is uniform over its default range in one bin."""
+
+    azimuth: FactorSpec | None = None
+    elevation: FactorSpec | None = None
+    radius: FactorSpec | None = None
+    lighting: LightingSpec | None = None
+
+    def __post_init__(self):
+        for name in FACTORS:
+            spec: FactorSpec | None = getattr(self, name)
+            if spec is None:
+                continue
+            spec.low = DEFAULT_RANGES[name][0] if spec.low is None else spec.low
+            spec.high = DEFAULT_RANGES[name][1] if spec.high is None else spec.high
+            if CIRCULAR[name] and not math.isclose(spec.high - spec.low, 360.0):
+                raise Invalid((name, "high"), f"low + 360 = {spec.low + 360:g} (azimuth bins cover a full turn)",
+                              spec.high)
+            if not spec.high > spec.low:
+                raise Invalid((name, "high"), f"a number above low ({spec.low:g})", spec.high)
+
+
+@dataclass
+class DistributionFile:
+    """A distribution file, or a ψ file: `{"objects": {name: ObjectSpec}}`."""
+
+    objects: Annotated[dict[str, ObjectSpec], pydantic.Field(min_length=1)]
 
 
 @dataclass
@@ -78,14 +159,8 @@ class FactorBins:
         return {"low": self.low, "high": self.high, "probs": self.probs.tolist()}
 
     @classmethod
-    def from_json(cls, data: dict, name: str, what: str) -> FactorBins:
-        if not isinstance(data, dict) or "probs" not in data:
-            raise UserError(f"{what}: factor '{name}' must be an object with 'low', 'high' and 'probs'.")
-        low, high = data.get("low", DEFAULT_RANGES[name][0]), data.get("high", DEFAULT_RANGES[name][1])
-        if CIRCULAR[name] and not math.isclose(high - low, 360.0):
-            raise UserError(f"{what}: azimuth bins must cover a full turn (high - low = 360), got [{low}, {high}).")
-        probs = check_probs(data["probs"], f"{what}: factor '{name}'")
-        return cls(float(low), float(high), probs, CIRCULAR[name])
+    def from_spec(cls, name: str, spec: FactorSpec) -> FactorBins:
+        return cls(spec.low, spec.high, check_probs(spec.probs, "probs"), CIRCULAR[name])
 
     @classmethod
     def uniform(cls, name: str, k: int = 1, low: float | None = None, high: float | None = None) -> FactorBins:
@@ -108,12 +183,8 @@ class LightingWeights:
         return {"names": list(self.names), "weights": self.weights.tolist()}
 
     @classmethod
-    def from_json(cls, data: dict, what: str) -> LightingWeights:
-        if not isinstance(data, dict) or "names" not in data or "weights" not in data:
-            raise UserError(f"{what}: 'lighting' must be an object with 'names' and 'weights'.")
-        if len(data["names"]) != len(data["weights"]):
-            raise UserError(f"{what}: lighting has {len(data['names'])} names but {len(data['weights'])} weights.")
-        return cls(list(data["names"]), check_probs(data["weights"], f"{what}: lighting"))
+    def from_spec(cls, spec: LightingSpec) -> LightingWeights:
+        return cls(list(spec.names), check_probs(spec.weights, "weights"))
 
 
 @dataclass
@@ -127,16 +198,15 @@ class ObjectDistribution:
         return {**{k: v.to_json() for k, v in self.factors.items()}, "lighting": self.lighting.to_json()}
 
     @classmethod
+    def from_spec(cls, spec: ObjectSpec) -> ObjectDistribution:
+        factors = {f: FactorBins.from_spec(f, getattr(spec, f)) if getattr(spec, f) else FactorBins.uniform(f)
+                   for f in FACTORS}
+        return cls(factors, LightingWeights.from_spec(spec.lighting) if spec.lighting else LightingWeights(
+            ["studio"], np.ones(1)))
+
+    @classmethod
     def from_json(cls, data: dict, what: str) -> ObjectDistribution:
-        if not isinstance(data, dict):
-            raise UserError(f"{what}: expected an object with azimuth/elevation/radius/lighting entries.")
-        unknown = set(data) - set(FACTORS) - {"lighting"}
-        if unknown:
-            raise UserError(f"{what}: unknown factor(s) {sorted(unknown)}; expected {list(FACTORS)} and 'lighting'.")
-        factors = {f: FactorBins.from_json(data[f], f, what) if f in data else FactorBins.uniform(f) for f in FACTORS}
-        lighting = LightingWeights.from_json(data["lighting"], what) if "lighting" in data else LightingWeights(
-            ["studio"], np.ones(1))
-        return cls(factors, lighting)
+        return cls.from_spec(from_plain(ObjectSpec, data, what))
 
     @classmethod
     def uniform(cls, azimuth_bins: int = 8, lighting: list[str] | None = None) -> ObjectDistribution:

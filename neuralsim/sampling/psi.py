@@ -1,7 +1,7 @@
 """ψ, the learnable distribution over render parameters: per object and factor a categorical over bins held
 as logits, Gumbel-softmax relaxed draws with replayable noise (Tool 1), discrete draws, lighting weights.
 
-A ψ file is plain JSON in the `bins.py` form, one `ObjectDistribution` per object under "objects"; each
+A ψ file is plain JSON in the `bins.py` form (`DistributionFile`), one distribution per object under "objects"; each
 factor may add its "logits" (kept exactly on save) and the lighting its "parameterisation":
 
     {"objects": {"pitcher_base": {"azimuth": {"low": 0, "high": 360, "probs": [...], "logits": [...]},
@@ -20,12 +20,23 @@ import torch
 from torch import Tensor
 
 from neuralsim.errors import UserError
-from neuralsim.runtime import atomic_write_json, read_json
-from neuralsim.sampling.bins import DEFAULT_RANGES, FACTORS, FactorBins, LightingWeights, ObjectDistribution
+from neuralsim.runtime import atomic_write_json, read_json, to_plain
+from neuralsim.sampling.bins import (
+    DEFAULT_RANGES,
+    FACTORS,
+    DistributionFile,
+    FactorBins,
+    FactorSpec,
+    LightingParameterisation,
+    LightingSpec,
+    LightingWeights,
+    ObjectDistribution,
+    ObjectSpec,
+)
+from neuralsim.schema import from_plain
 
 DTYPE = torch.float64
 LOGIT_FLOOR = -30.0  # logit of a bin whose probability is 0 in a JSON file without logits (p ≈ 1e-13 · p_max)
-LIGHTING_PARAMETERISATIONS = ("simplex", "logits")
 PLACEMENT_DIMS = 3  # per-image uniforms for the renderer: image-plane shift x, y and the background
 
 
@@ -180,24 +191,8 @@ class FactorPsi:
         return cls(bins.low, bins.high, torch.tensor(a, dtype=DTYPE), bins.circular)
 
     @classmethod
-    def from_json(cls, data: dict, name: str, what: str) -> FactorPsi:
-        bins = FactorBins.from_json(data, name, what)
-        logits = data.get("logits")
-        if logits is not None:
-            _check_logits(logits, bins.probs, f"{what}: factor '{name}'", "probs")
-        return cls.from_bins(bins, logits)
-
-
-def _check_logits(logits, probs: np.ndarray, what: str, against: str) -> None:
-    """Stored logits must be one finite number per entry of `probs`, and their softmax must be `probs`."""
-    try:
-        a = np.asarray(logits, dtype=np.float64)
-    except (TypeError, ValueError):
-        a = np.empty(0)
-    if a.shape != probs.shape or not np.all(np.isfinite(a)):
-        raise UserError(f"{what} logits must be {len(probs)} finite numbers, one per entry of {against}.")
-    if np.max(np.abs(np.exp(a - a.max()) / np.exp(a - a.max()).sum() - probs)) > 1e-4:
-        raise UserError(f"{what} logits and {against} disagree; give one of them or both consistent.")
+    def from_spec(cls, name: str, spec: FactorSpec) -> FactorPsi:
+        return cls.from_bins(FactorBins.from_spec(name, spec), spec.logits)
 
 
 # ----------------------------------------------------------------------------- lighting
@@ -248,18 +243,13 @@ class LightingPsi:
         return cls(list(lighting.names), torch.tensor(w, dtype=DTYPE), parameterisation)
 
     @classmethod
-    def from_json(cls, data: dict, what: str) -> LightingPsi:
-        lighting = LightingWeights.from_json(data, what)
-        kind = data.get("parameterisation", "simplex")
-        if kind not in LIGHTING_PARAMETERISATIONS:
-            raise UserError(f"{what}: lighting parameterisation must be one of {LIGHTING_PARAMETERISATIONS}, not {kind!r}.")
-        psi = cls.from_weights(lighting, kind)
-        raw = np.asarray(data["weights"], dtype=np.float64)
-        if kind == "simplex" and abs(raw.sum() - 1.0) < 1e-12:
+    def from_spec(cls, spec: LightingSpec) -> LightingPsi:
+        psi = cls.from_weights(LightingWeights.from_spec(spec), spec.parameterisation)
+        raw = np.asarray(spec.weights, dtype=np.float64)
+        if spec.parameterisation == "simplex" and abs(raw.sum() - 1.0) < 1e-12:
             psi.param = torch.tensor(raw, dtype=DTYPE)  # as written: a resumed run continues from the same bits
-        if kind == "logits" and "logits" in data:
-            _check_logits(data["logits"], lighting.weights, f"{what}: lighting", "weights")
-            psi.param = torch.tensor(data["logits"], dtype=DTYPE)
+        if spec.parameterisation == "logits" and spec.logits is not None:
+            psi.param = torch.tensor(spec.logits, dtype=DTYPE)
         return psi
 
 
@@ -310,13 +300,11 @@ class ObjectPsi:
                    LightingPsi.from_weights(dist.lighting, parameterisation))
 
     @classmethod
-    def from_json(cls, data: dict, what: str) -> ObjectPsi:
-        dist = ObjectDistribution.from_json(data, what)  # validates probabilities, ranges and the azimuth turn
-        factors = {f: FactorPsi.from_json(data[f], f, what) if f in data else FactorPsi.from_bins(dist.factors[f])
+    def from_spec(cls, spec: ObjectSpec) -> ObjectPsi:
+        dist = ObjectDistribution.from_spec(spec)
+        factors = {f: FactorPsi.from_spec(f, getattr(spec, f)) if getattr(spec, f) else FactorPsi.from_bins(dist.factors[f])
                    for f in FACTORS}
-        lighting = LightingPsi.from_json(data["lighting"], what) if "lighting" in data else \
-            LightingPsi.from_weights(dist.lighting)
-        return cls(factors, lighting)
+        return cls(factors, LightingPsi.from_spec(spec.lighting) if spec.lighting else LightingPsi.from_weights(dist.lighting))
 
 
 @dataclass
@@ -371,9 +359,7 @@ class Psi:
 
     @classmethod
     def from_json(cls, data: dict, what: str = "ψ") -> Psi:
-        if not isinstance(data, dict) or not isinstance(data.get("objects"), dict) or not data["objects"]:
-            raise UserError(f"{what}: expected {{\"objects\": {{name: distribution, ...}}}} with at least one object.")
-        return cls({o: ObjectPsi.from_json(d, f"{what}, object '{o}'") for o, d in data["objects"].items()})
+        return cls({o: ObjectPsi.from_spec(s) for o, s in from_plain(DistributionFile, data, what).objects.items()})
 
     def save(self, path: str | Path) -> Path:
         return atomic_write_json(path, self.to_json())
@@ -394,7 +380,7 @@ class PsiInit:
     bins: dict[str, int] = field(default_factory=lambda: {"azimuth": 8, "elevation": 1, "radius": 1})
     ranges: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_RANGES))
     lighting: list[str] = field(default_factory=lambda: ["studio"])
-    lighting_parameterisation: str = "simplex"
+    lighting_parameterisation: LightingParameterisation = "simplex"
     kind: str = "uniform"  # "uniform" | "dominant"
     dominant: dict[str, dict[str, int]] = field(default_factory=dict)  # object → factor → dominant bin (0-based)
     p: float = 0.8  # mass of the dominant bin; the rest is spread evenly
@@ -425,10 +411,12 @@ def init_psi(config: PsiInit) -> Psi:
             low, high = config.ranges.get(f, DEFAULT_RANGES[f])
             index = config.dominant.get(o, {}).get(f) if config.kind == "dominant" else None
             probs = np.full(k, 1.0 / k) if index is None else dominant_probs(k, index, config.p)
-            factors[f] = FactorBins.from_json({"low": low, "high": high, "probs": probs.tolist()}, f, "ψ initialisation")
+            factors[f] = {"low": low, "high": high, "probs": probs}
         n = len(config.lighting)
-        dist = ObjectDistribution(factors, LightingWeights(list(config.lighting), np.full(n, 1.0 / n)))
-        objects[o] = ObjectPsi.from_distribution(dist, config.lighting_parameterisation)
+        lighting = {"names": config.lighting, "weights": np.full(n, 1.0 / n), "parameterisation":
+                    config.lighting_parameterisation}
+        objects[o] = ObjectPsi.from_spec(from_plain(ObjectSpec, to_plain({**factors, "lighting": lighting}),
+                                                    "ψ initialisation"))
     return Psi(objects)
 
 

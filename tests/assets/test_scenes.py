@@ -62,16 +62,37 @@ def test_scene_set_is_valid_coco_and_deterministic(cli, tmp_path):
 
 
 @pytest.mark.parametrize("dist,message", [
-    ({"objects": {"025_mug": {"azimuth": {"low": 0, "high": 360, "probs": [0.5, -0.5, 1.0]}}}}, "negative"),
-    ({"objects": {"025_mug": {"azimuth": {"low": 0, "high": 360, "probs": [0.5, 0.4]}}}}, "sum to 1"),
-    ({"objects": {"011_banana": {}}}, "not in the set"),
-    ({"objs": {}}, "'objects' mapping"),
+    ({"objects": {"025_mug": {"azimuth": {"low": 0, "high": 360, "probs": [0.5, -0.5, 1.0]}}}},
+     "objects.025_mug.azimuth.probs: expected finite probabilities ≥ 0, got [0.5, -0.5, 1.0]"),
+    ({"objects": {"025_mug": {"azimuth": {"low": 0, "high": 360, "probs": [0.5, 0.4]}}}},
+     "objects.025_mug.azimuth.probs: expected probabilities that sum to 1 (these sum to 0.9), got [0.5, 0.4]"),
+    ({"objects": {"025_mug": {"azimuth": {"low": "zero", "high": 360, "probs": [1.0]}}}},
+     "objects.025_mug.azimuth.low: expected a number, got 'zero'"),
+    ({"objects": {"025_mug": {"radius": {"probs": "abc"}}}}, "objects.025_mug.radius.probs: expected a list, got 'abc'"),
+    ({"objects": {"025_mug": {"lighting": {"names": "studio", "weights": [1, 0, 0, 0, 0, 0]}}}},
+     "objects.025_mug.lighting.names: expected a list, got 'studio'"),
+    ({"objs": {}}, "objects: required, but not given"),
 ])
-def test_bad_distributions(cli, tmp_path, dist, message):
+def test_bad_distribution_files_are_one_line_naming_the_field(cli, tmp_path, dist, message):
     (tmp_path / "d.json").write_text(json.dumps(dist))
     r = cli("scenes", "025_mug", "--n", "2", "--size", "16", "--distribution", tmp_path / "d.json", "--out", tmp_path / "o")
-    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.returncode == 2 and r.stderr == f"error: Distribution file {tmp_path / 'd.json'}: {message}\n", r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_distribution_of_an_object_outside_the_set(cli, tmp_path):
+    (tmp_path / "d.json").write_text(json.dumps({"objects": {"011_banana": {}}}))
+    r = cli("scenes", "025_mug", "--n", "2", "--size", "16", "--distribution", tmp_path / "d.json", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "not in the set" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_set_name_that_is_a_path_is_refused(cli, tmp_path):
+    out = tmp_path / "a" / "b" / "o"
+    r = cli("scenes", "025_mug", "--n", "1", "--size", "8", "--spp", "1", "--name", "../../x", "--out", out)
+    assert r.returncode == 2 and r.stderr == ("error: The scene set's --name: expected a plain name (letters, digits, "
+                                              "_ - . and not starting with .), got '../../x'\n"), r.stderr
+    assert [p for p in tmp_path.rglob("*")] == []
 
 
 def test_bad_scene_sizes(cli, tmp_path):

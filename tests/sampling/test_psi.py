@@ -136,6 +136,24 @@ def test_bad_psi_json_is_one_clear_user_error(tmp_path, azimuth, message):
     assert "\n" not in str(info.value) and "mug" in str(info.value)
 
 
+@pytest.mark.parametrize("mug, message", [
+    ({"azimuth": {"low": "zero", "high": 360, "probs": [1.0]}}, "objects.mug.azimuth.low: expected a number, got 'zero'"),
+    ({"elevation": {"probs": "abc"}}, "objects.mug.elevation.probs: expected a list, got 'abc'"),
+    ({"radius": {"probs": [1.0], "low": True}}, "objects.mug.radius.low: expected a number, got True"),
+    ({"lighting": {"names": "studio", "weights": [1.0]}}, "objects.mug.lighting.names: expected a list, got 'studio'"),
+    ({"lighting": {"names": ["a", "b"], "weights": [1.0]}},
+     "objects.mug.lighting.weights: expected 2 weights, one per name, got [1.0]"),
+    ({"lighting": {"names": ["a"], "weights": [1.0], "parameterisation": "soft"}},
+     "objects.mug.lighting.parameterisation: expected 'simplex' or 'logits', got 'soft'"),
+])
+def test_wrong_types_in_a_psi_file_are_one_line_naming_the_field(tmp_path, mug, message):
+    path = tmp_path / "psi.json"
+    path.write_text(json.dumps({"objects": {"mug": mug}}))
+    with pytest.raises(UserError) as info:
+        Psi.load(path)
+    assert str(info.value) == f"ψ file {path}: {message}"
+
+
 def test_bad_psi_file_shape(tmp_path):
     path = tmp_path / "psi.json"
     path.write_text(json.dumps({"mug": {}}))
@@ -146,8 +164,8 @@ def test_bad_psi_file_shape(tmp_path):
 
 
 @pytest.mark.parametrize("logits, message", [
-    ([0.0, 0.0], "3 finite numbers"),
-    ([0.0, "x", 1.0], "3 finite numbers"),
+    ([0.0, 0.0], "logits: expected 3 numbers, one per entry of weights"),
+    ([0.0, "x", 1.0], r"logits\[1\]: expected a number, got 'x'"),
     ([0.0, 0.0, 5.0], "disagree"),
 ])
 def test_bad_lighting_logits_are_one_clear_user_error(tmp_path, logits, message):
