@@ -1,17 +1,18 @@
 """COCO detection sets: a writer (images + annotations with boxes, masks and render parameters) and a
-validating reader that turns every malformed input into one clear `UserError`."""
+validating reader (`CocoFile`) that turns every malformed input into one clear `UserError`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import pydantic
 
 from neuralsim.data.boxes import xywh_to_xyxy, xyxy_to_xywh
-from neuralsim.errors import UserError
 from neuralsim.runtime import atomic_write_json, read_json
+from neuralsim.schema import FOREIGN, Invalid, from_plain, problem
 
 
 class CocoBuilder:
@@ -65,16 +66,83 @@ class DetectionSample:
 class CocoSet:
     path: Path
     image_dir: Path
-    categories: list[dict]
+    categories: list[CocoCategory]
     samples: list[DetectionSample]
 
     @property
     def category_names(self) -> list[str]:
-        return [c["name"] for c in self.categories]
+        return [c.name for c in self.categories]
 
     @property
     def num_classes(self) -> int:
-        return max(c["id"] for c in self.categories)
+        return max(c.id for c in self.categories)
+
+
+# ----------------------------------------------------------------------------- the file form
+
+BOX_TOLERANCE = 0.5  # pixels a box may reach past its image (rounding of the writer)
+
+
+@dataclass
+class CocoImage:
+    id: int
+    file_name: str
+    width: Annotated[int, pydantic.Field(gt=0)]
+    height: Annotated[int, pydantic.Field(gt=0)]
+
+
+@dataclass
+class CocoAnnotation:
+    image_id: int
+    category_id: int
+    bbox: tuple[float, float, float, float]
+    """x, y, width, height in pixels."""
+    id: int | None = None
+
+    def __post_init__(self):
+        if self.bbox[2] <= 0 or self.bbox[3] <= 0:
+            raise Invalid("bbox", "[x, y, width, height] with width and height > 0", list(self.bbox))
+
+
+@dataclass
+class CocoCategory:
+    id: Annotated[int, pydantic.Field(ge=1)]
+    name: str
+
+
+@dataclass
+class CocoFile:
+    """What neuralsim reads of a COCO detection file; every annotation refers to an image and a category and its box
+    lies inside its image."""
+
+    __pydantic_config__ = FOREIGN
+
+    images: Annotated[list[CocoImage], pydantic.Field(min_length=1)]
+    annotations: list[CocoAnnotation]
+    categories: Annotated[list[CocoCategory], pydantic.Field(min_length=1)]
+
+    def __post_init__(self):
+        images = _unique_ids("images", self.images)
+        categories = _unique_ids("categories", self.categories)
+        for i, ann in enumerate(self.annotations):
+            if ann.image_id not in images:
+                raise Invalid(("annotations", i, "image_id"), "the id of an image", ann.image_id)
+            if ann.category_id not in categories:
+                raise Invalid(("annotations", i, "category_id"), f"a category id ({', '.join(map(str, categories))})",
+                              ann.category_id)
+            im, (x, y, w, h) = images[ann.image_id], ann.bbox
+            if min(x, y) < -BOX_TOLERANCE or x + w > im.width + BOX_TOLERANCE or y + h > im.height + BOX_TOLERANCE:
+                raise Invalid(("annotations", i, "bbox"), f"a box inside its {im.width}x{im.height} image "
+                                                          f"{im.file_name}", list(ann.bbox))
+
+
+def _unique_ids(key: str, entries: list) -> dict[int, Any]:
+    by_id = {}
+    for i, entry in enumerate(entries):
+        if entry.id in by_id:
+            raise Invalid((key, i, "id"), f"an id no other entry of {key} has", entry.id)
+        by_id[entry.id] = entry
+    return by_id
 
 
 def find_coco_file(path: str | Path) -> Path:
@@ -86,47 +154,21 @@ def find_coco_file(path: str | Path) -> Path:
 def load_coco(path: str | Path, image_dir: str | Path | None = None, check_images: bool = True) -> CocoSet:
     """Read and validate a COCO detection file: categories, boxes inside their image, images present."""
     path = find_coco_file(path)
+    what = f"COCO file {path}"
     data = read_json(path, "COCO file")
+    spec = from_plain(CocoFile, data, what)
     image_dir = Path(image_dir) if image_dir is not None else path.parent
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise UserError(f"COCO file {path} lacks a '{key}' list.")
-    if not data["images"]:
-        raise UserError(f"COCO file {path} holds no images; a dataset must not be empty.")
-    categories = data["categories"]
-    cat_ids = {c.get("id") for c in categories}
-    if not categories or any(not isinstance(i, int) or i < 1 for i in cat_ids):
-        raise UserError(f"COCO file {path} must list categories with integer ids starting at 1.")
-    images = {}
-    for im in data["images"]:
-        if not all(k in im for k in ("id", "file_name", "width", "height")):
-            raise UserError(f"COCO file {path}: an image entry lacks id, file_name, width or height.")
-        images[im["id"]] = im
-    per_image: dict[int, list[dict]] = {i: [] for i in images}
-    for ann in data["annotations"]:
-        if ann.get("image_id") not in images:
-            raise UserError(f"COCO file {path}: annotation {ann.get('id')} refers to unknown image id {ann.get('image_id')}.")
-        if ann.get("category_id") not in cat_ids:
-            raise UserError(f"COCO file {path}: annotation {ann.get('id')} has unknown category id "
-                            f"{ann.get('category_id')} (known: {sorted(cat_ids)}).")
-        im = images[ann["image_id"]]
-        bbox = ann.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4 or not all(np.isfinite(bbox)):
-            raise UserError(f"COCO file {path}: annotation {ann.get('id')} has a malformed bbox {bbox!r}.")
-        x1, y1, x2, y2 = xywh_to_xyxy(bbox)
-        tol = 0.5
-        if bbox[2] <= 0 or bbox[3] <= 0 or x1 < -tol or y1 < -tol or x2 > im["width"] + tol or y2 > im["height"] + tol:
-            raise UserError(f"COCO file {path}: annotation {ann.get('id')} has box {bbox} outside its "
-                            f"{im['width']}x{im['height']} image {im['file_name']}.")
-        per_image[ann["image_id"]].append(ann)
+    per_image: dict[int, list[CocoAnnotation]] = {im.id: [] for im in spec.images}
+    for ann in spec.annotations:
+        per_image[ann.image_id].append(ann)
     samples = []
-    for image_id, im in images.items():
-        anns = per_image[image_id]
-        p = image_dir / im["file_name"]
+    for i, (im, raw) in enumerate(zip(spec.images, data["images"])):
+        p = image_dir / im.file_name
         if check_images and not p.is_file():
-            raise UserError(f"Image {p} named in COCO file {path} is missing.")
-        boxes = np.array([xywh_to_xyxy(a["bbox"]) for a in anns], dtype=np.float32).reshape(-1, 4)
-        labels = np.array([a["category_id"] for a in anns], dtype=np.int64)
-        extra = {k: v for k, v in im.items() if k not in ("id", "file_name", "width", "height")}
-        samples.append(DetectionSample(p, int(im["width"]), int(im["height"]), boxes, labels, image_id, extra))
-    return CocoSet(path, image_dir, sorted(categories, key=lambda c: c["id"]), samples)
+            raise problem(what, ("images", i, "file_name"), f"an image file that exists (in {image_dir})", im.file_name)
+        anns = per_image[im.id]
+        boxes = np.array([xywh_to_xyxy(a.bbox) for a in anns], dtype=np.float32).reshape(-1, 4)
+        labels = np.array([a.category_id for a in anns], dtype=np.int64)
+        extra = {k: v for k, v in raw.items() if k not in ("id", "file_name", "width", "height")}
+        samples.append(DetectionSample(p, im.width, im.height, boxes, labels, im.id, extra))
+    return CocoSet(path, image_dir, sorted(spec.categories, key=lambda c: c.id), samples)
