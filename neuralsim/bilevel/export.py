@@ -12,7 +12,7 @@ from neuralsim.bilevel.field_source import FieldSource, SourceConfig, load_field
 from neuralsim.color import to_uint8
 from neuralsim.data.coco import CocoBuilder
 from neuralsim.errors import UserError
-from neuralsim.runtime import atomic_save_png, derive_seed, progress, staged_output_dir, to_plain
+from neuralsim.runtime import atomic_save_png, derive_seed, file_stem, progress, staged_output_dir, to_plain
 from neuralsim.sampling.psi import Psi
 
 
@@ -37,7 +37,7 @@ def export_dataset(fields: dict[str, str | Path], psi_path: str | Path, n_per_ob
             params = psi.objects[obj].discrete(psi.objects[obj].draw_noise(n_per_object, generator)).detach()
             for j in range(n_per_object):
                 image, alpha = source.render_one(obj, params, j)
-                file_name = f"images/{obj}_{j:05d}.png"
+                file_name = f"images/{file_stem(obj)}_{j:05d}.png"
                 atomic_save_png(stage / file_name, to_uint8(image.permute(1, 2, 0).numpy()))
                 render = {"object": obj, "azimuth_deg": float(params.azimuth_deg[j]),
                           "elevation_deg": float(params.elevation_deg[j]), "radius": float(params.radius[j]),

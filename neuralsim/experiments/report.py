@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from neuralsim.runtime import atomic_write_bytes, atomic_write_text
+from neuralsim.runtime import atomic_write_bytes, atomic_write_text, file_stem
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.45}
@@ -50,8 +50,9 @@ class Report:
         self.parts.append(f"<p{cls}>{html.escape(text)}</p>")
 
     def figure(self, name: str, fig, caption: str = "") -> None:
+        """Add a figure; its file is `name`.png, `name` made a plain file name (it may hold a class's name)."""
         png = figure_png(fig)
-        self.figures[f"{name}.png"] = png
+        self.figures[f"{file_stem(name)}.png"] = png
         data = base64.b64encode(png).decode("ascii")
         self.parts.append(f'<figure><img src="data:image/png;base64,{data}" style="max-width:100%" alt="{html.escape(name)}">'
                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")

@@ -61,3 +61,25 @@ def test_render_refuses_a_psi_that_does_not_fit_the_fields(cli, sphere_field, tm
     r = cli("render", *fields, "--psi", psi, "--n", "1", "--size", SIZE, "--out", tmp_path / "set")
     assert r.returncode == 2 and message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "set").exists()
+
+
+def test_object_names_that_are_paths_name_no_file_outside_out(cli, sphere_field, tmp_path):
+    psi = write_psi(tmp_path / "psi.json", objects=("../../x",))
+    out = tmp_path / "a" / "b" / "set"
+    r = cli("render", f"../../x={sphere_field}", "--psi", psi, "--n", "2", "--size", SIZE, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p for p in tmp_path.rglob("*") if p.is_file() and out not in p.parents) == [psi]
+    api = COCO(str(out / "annotations.json"))
+    assert [c["name"] for c in api.loadCats(api.getCatIds())] == ["../../x"]
+    assert all((out / im["file_name"]).parent == out / "images" for im in api.loadImgs(api.getImgIds()))
+
+
+@pytest.mark.parametrize("azimuth, message", [
+    ({"low": "zero", "high": 360, "probs": [1.0]}, "objects.a.azimuth.low: expected a number, got 'zero'"),
+    ({"probs": "abc"}, "objects.a.azimuth.probs: expected a list, got 'abc'"),
+])
+def test_render_refuses_a_psi_file_of_wrong_types_in_one_line(cli, tmp_path, azimuth, message):
+    (tmp_path / "psi.json").write_text(json.dumps({"objects": {"a": {"azimuth": azimuth}}}))
+    r = cli("render", f"a={tmp_path / 'field'}", "--psi", tmp_path / "psi.json", "--out", tmp_path / "set")
+    assert r.returncode == 2 and r.stderr == f"error: ψ file {tmp_path / 'psi.json'}: {message}\n", r.stderr
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "psi.json"]
