@@ -1,7 +1,7 @@
 VENV ?= .venv
 STAMP := $(VENV)/.neuralsim-installed
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test test-fast lint demo clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	VENV=$(VENV) bash scripts/setup.sh
@@ -14,6 +14,9 @@ lint: setup
 
 test: lint
 	$(VENV)/bin/python -m pytest -q
+
+test-fast: setup  # for development: everything but the tests marked slow
+	$(VENV)/bin/python -m pytest -q -m "not slow"
 
 demo: setup
 	$(VENV)/bin/neuralsim demo

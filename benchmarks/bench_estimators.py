@@ -16,9 +16,11 @@ from pathlib import Path
 import torch
 
 from neuralsim.bilevel.data import draw_training_set, full_image_vjp
-from neuralsim.bilevel.estimators import influence, pathwise, score_function
+from neuralsim.bilevel.estimators.autosim import score_function
+from neuralsim.bilevel.estimators.influence import influence
+from neuralsim.bilevel.estimators.lts import LTSConfig, reinforce
+from neuralsim.bilevel.estimators.nso import pathwise
 from neuralsim.bilevel.inverse_hvp import InverseHVPConfig, inverse_hvp
-from neuralsim.bilevel.reinforce import Reinforce, ReinforceConfig
 from neuralsim.bilevel.toy import ToyProblem, exact_expected_gradient, fit, toy_problem
 from neuralsim.runtime import atomic_write_text
 from neuralsim.sampling.optim import PsiOptimizer, PsiOptimizerConfig
@@ -28,7 +30,7 @@ HEADING = "## Hypergradient estimators (toy problem)"
 TARGET_BIN, DOMINANT_BIN = 1, 5
 PER_OBJECT = 50  # images per object per step, as in the paper
 PROBES = 4  # influence: probe renders per bin
-CG = InverseHVPConfig()  # the library default: CG, λ = 0.01, 20 iterations
+CG = InverseHVPConfig(damping=0.01, iterations=20)  # CG, λ = 0.01, 20 iterations
 ESTIMATORS = {  # name → (τ of the training draws or None for discrete, estimator(psi, train, task, v, generator))
     "pathwise τ=0.1": (0.1, lambda toy, psi, train, task, v, g: pathwise(psi, train, task, v, full_image_vjp(toy.render), 10)),
     "pathwise τ=1": (1.0, lambda toy, psi, train, task, v, g: pathwise(psi, train, task, v, full_image_vjp(toy.render), 10)),
@@ -80,19 +82,29 @@ def estimator_quality(toy: ToyProblem, draws: int) -> dict:
     return rows
 
 
+def lts_step(toy: ToyProblem, psi: Psi, counts: dict[str, int], g: torch.Generator, baseline: float | None,
+             config: LTSConfig) -> tuple[dict[str, torch.Tensor], float]:
+    """LTS's h and its baseline after the step: K sets drawn from ψ, θ fitted to each, the rewards −L_val."""
+    rewards, log_probs = [], []
+    for _ in range(config.datasets):
+        train = draw_training_set(psi, counts, toy.render, g, None)
+        rewards.append(float(-toy.val_loss(fit(train.images, train.targets, toy.config.l2))))
+        log_probs.append(sum(psi.objects[d.obj].log_prob(d.params.bins).sum() for d in train.draws))
+    return reinforce(psi.trainable(), rewards, log_probs, baseline, config.baseline_decay)
+
+
 def steps_to_target(toy: ToyProblem, name: str, seed: int, max_steps: int, lr: float) -> dict:
     """Outer loop with θ re-initialised (Newton from 0) each step and normalised ψ steps; steps until the
     target bin holds ≥ 0.6 of every object's azimuth mass."""
     psi = toy.psi(trainable=("azimuth",), dominant_bin=DOMINANT_BIN)
     counts = {o: PER_OBJECT for o in toy.config.objects}
-    optimizer = PsiOptimizer(psi, PsiOptimizerConfig(method="normalized", lr=lr))
+    optimizer = PsiOptimizer(psi, PsiOptimizerConfig(method="normalized", lr=lr, natural=False))
     g = torch.Generator().manual_seed(seed)
-    lts = Reinforce(lambda train: -toy.val_loss(fit(train.images, train.targets, toy.config.l2)), toy.render,
-                    ReinforceConfig(datasets=4))
+    lts, baseline = LTSConfig(datasets=4), None
     history, near = [target_mass(psi)], None
     for step in range(1, max_steps + 1):
         if name == "REINFORCE (LTS, K=4)":
-            grads, _ = lts.hypergradient(psi, counts, g)
+            grads, baseline = lts_step(toy, psi, counts, g, baseline, lts)
         else:
             tau, estimate = ESTIMATORS[name]
             train = draw_training_set(psi, counts, toy.render, g, tau)

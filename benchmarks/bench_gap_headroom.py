@@ -12,17 +12,18 @@ the learned ψ is used as intended, to make a training set for a detector traine
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import statistics
 import time
 from pathlib import Path
 
-from neuralsim.bilevel.field_source import FieldSource, SourceConfig, load_fields
+from neuralsim.bilevel.field_source import FieldSource
+from neuralsim.experiments.bench import RETRAIN_STREAM, score_psi
 from neuralsim.experiments.cli import script_bench
-from neuralsim.experiments.recipes import RETRAIN_STREAM, BenchConfig, initial_psi, prepare, train_on_psi
-from neuralsim.runtime import atomic_write_json, derive_seed, resolve_device
+from neuralsim.experiments.prepare import field_source, initial_psi, prepare
+from neuralsim.experiments.recipes import BenchConfig, recipe
+from neuralsim.runtime import atomic_write_json, derive_seed
 from neuralsim.sampling.psi import Psi
 from neuralsim.tasks.data import CocoDetectionData
 
@@ -32,7 +33,7 @@ def train_and_score(bench: BenchConfig, source: FieldSource, test: CocoDetection
     psi = Psi.load(psi_files[init]) if init in psi_files else initial_psi(bench.gap_spec, init)
     # every ψ file shares one stream (RETRAIN_STREAM, as a bench's retraining), each initialisation its own
     stream = RETRAIN_STREAM if init in psi_files else ("headroom", init)
-    return train_on_psi(bench, source, test, psi, seed, per_object, epochs, draw_seed=derive_seed(seed, *stream))
+    return score_psi(bench, source, test, psi, seed, per_object, epochs, draw_seed=derive_seed(seed, *stream))
 
 
 def main() -> None:
@@ -51,11 +52,11 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     bench = script_bench(args.config, args.gap, args.demo, args.cache)
+    if args.demo and not args.config:  # the demo's objects and sizes, the recipes' detector (as measured)
+        bench.optimize.detector = recipe(bench.gap).optimize.detector
     bench.inits = []  # no pre-trained detectors needed here
-    bench.detector = dataclasses.replace(bench.detector, image_size=bench.size)
     prepared = prepare(bench)
-    source = FieldSource(load_fields(prepared.fields, resolve_device(bench.device)), list(bench.objects), list(bench.gap_spec.lighting),
-                         SourceConfig(size=bench.size, seed=1))
+    source = field_source(bench, prepared.fields)
     test = CocoDetectionData.load(prepared.test)
     psi_files = dict(item.split("=", 1) for item in args.psi)
     inits = [i for i in args.inits.split(",") if i] + list(psi_files)

@@ -22,12 +22,18 @@ import torch
 
 from neuralsim.bilevel.data import draw_training_set
 from neuralsim.bilevel.detector_task import DetectorTask
-from neuralsim.bilevel.estimators import influence, pathwise, probe_bin_means, score_function
+from neuralsim.bilevel.estimators import StepInputs
+from neuralsim.bilevel.estimators.autosim import score_function
+from neuralsim.bilevel.estimators.influence import FIELD_OF, influence, probe_bin_means
+from neuralsim.bilevel.estimators.lts import LTSConfig
+from neuralsim.bilevel.estimators.nso import pathwise
 from neuralsim.bilevel.inverse_hvp import InverseHVPConfig, inverse_hvp
 from neuralsim.bilevel.loop import BilevelRun
+from neuralsim.experiments.bench import run_config
 from neuralsim.experiments.cli import script_bench
-from neuralsim.experiments.recipes import initial_psi, prepare, run_config
-from neuralsim.runtime import atomic_write_json, derive_seed
+from neuralsim.experiments.prepare import initial_psi, prepare
+from neuralsim.experiments.recipes import recipe
+from neuralsim.runtime import PhaseClock, atomic_write_json, derive_seed
 
 ESTIMATORS = {  # name → τ of the training draws (None: discrete); "boxes held": the pathwise term without labels
     "nso τ=0.1": 0.1,
@@ -41,12 +47,21 @@ ESTIMATORS = {  # name → τ of the training draws (None: discrete); "boxes hel
 }
 
 
+def counts(run: BilevelRun) -> dict[str, int]:
+    return {o: run.cfg.images_per_object for o in run.names}
+
+
 def estimate(name: str, run: BilevelRun, task: DetectorTask, v: torch.Tensor, generator: torch.Generator,
-             probes: int) -> dict[str, torch.Tensor]:
+             probes: int, lts: LTSConfig) -> dict[str, torch.Tensor]:
     if name == "lts":
-        run.lts.baseline = None  # each draw is a first step: its baseline is the mean of its own K rewards
-        return run.lts_hypergradient(generator, 1)[0]
-    train = draw_training_set(run.psi, run.counts(), run.source, generator, ESTIMATORS[name])
+        # K copies of the detector trained as at outer step 1; each draw is a first step (no state): its baseline
+        # is the mean of its own K rewards
+        return lts.step(StepInputs(
+            psi=run.psi, counts=counts(run), render=run.source, render_vjp=run.source.vjp, model=run.model,
+            train=run._train_fn(1), task=run._task_fn(generator), val_loss=run.val_loss,
+            shots=0 if run.shots is None else len(run.shots), second_order=run.cfg.hypergradient,
+            generator=generator, clock=PhaseClock(run.device), state={})).grads
+    train = draw_training_set(run.psi, counts(run), run.source, generator, ESTIMATORS[name])
     if name.startswith("nso"):
         return pathwise(run.psi, train, task, v, run.source.vjp, replay_batch=4, factors=(run.cfg.factors[0],),
                         labels="boxes held" not in name)
@@ -61,8 +76,6 @@ def label_check(run: BilevelRun, task: DetectorTask, v: torch.Tensor, obj: str, 
     render's VJP of the mixed term, with the labels y_j held fixed or moving with the render through their
     sub-pixel edges) against central differences of s_j with the labels held fixed and with the labels
     re-derived from the moved render."""
-    from neuralsim.bilevel.estimators import FIELD_OF
-
     key = FIELD_OF[factor]
     noise = run.psi.objects[obj].draw_noise(n, torch.Generator().manual_seed(derive_seed(3, "labels", obj)))
     params = run.psi.objects[obj].discrete(noise).detach()
@@ -125,18 +138,21 @@ def main() -> None:
     factor = bench.gap_spec.factor
     if factor == "lighting":
         raise SystemExit("bench_step0 compares estimators of binned factors: use --gap pose or zoom")
-    bench.detector = dataclasses.replace(bench.detector, image_size=bench.size,
-                                         box_loss=args.box_loss or bench.detector.box_loss)
+    # with --demo, the demo's objects and sizes but the recipes' detector, as the results were measured
+    detector = recipe(bench.gap).optimize.detector if args.demo and not args.config else bench.optimize.detector
+    bench.optimize.detector = dataclasses.replace(detector, box_loss=args.box_loss or detector.box_loss)
     prepared = prepare(bench)
     with tempfile.TemporaryDirectory() as tmp:
         psi_path = initial_psi(bench.gap_spec, "different").save(Path(tmp) / "psi0.json")
-        cfg = run_config(bench, prepared, "different", "influence", 0, psi_path)
-        cfg.theta = args.theta
+        # the estimators are called below one by one; the run's method only makes ψ's factor trainable
+        cfg = run_config(bench.with_methods(["influence"]), prepared, "different", "influence", 0, psi_path)
+        lts = bench.with_methods(["lts"]).methods[0]  # the bench's LTS settings, else LTS's defaults
+        cfg.hypergradient = dataclasses.replace(cfg.hypergradient, theta=args.theta)
         run = BilevelRun(cfg, Path(tmp) / "run")
         generator = torch.Generator().manual_seed(derive_seed(0, "step", 0))
-        train = draw_training_set(run.psi, run.counts(), run.source, generator, None)
-        run._train(run.model, train, 0)
-        sub = torch.randperm(len(train), generator=generator)[: cfg.hvp_images]
+        train = draw_training_set(run.psi, counts(run), run.source, generator, None)
+        run._train_fn(0)(run.model, train)
+        sub = torch.randperm(len(train), generator=generator)[: cfg.hypergradient.hvp_images]
         task = DetectorTask(run.model, cfg.theta, train.images[sub], [train.targets[i] for i in sub], run.val,
                             cfg.batch_size)
         g_val = task.val_grad()
@@ -145,7 +161,7 @@ def main() -> None:
                   "identity": inverse_hvp(task.hvp, g_val, InverseHVPConfig(method="identity"))}
         biased, target = list(bench.biased), bench.gap_spec.target_bin
         names = [f"{o}/{factor}" for o in bench.objects]
-        result = {"gap": bench.gap, "config": args.config, "box_loss": bench.detector.box_loss, "draws": args.draws, "probes": args.probes, "machine": platform.machine(), "theta_size": task.size, "damping": args.damping,
+        result = {"gap": bench.gap, "config": args.config, "box_loss": bench.optimize.detector.box_loss, "draws": args.draws, "probes": args.probes, "machine": platform.machine(), "theta_size": task.size, "damping": args.damping,
                   "cg_residual": solves["cg"].residual, "cg_iterations": solves["cg"].iterations,
                   "cos_v_cg_identity": cos(solves["cg"].v.double(), g_val.double()), "v": {}}
         for v_name, solve in solves.items():
@@ -157,7 +173,7 @@ def main() -> None:
             for name in args.estimators.split(",") if v_name == "cg" or args.identity_draws else []:
                 tick = time.perf_counter()
                 draws[name] = [flat(estimate(name, run, task, v, torch.Generator().manual_seed(derive_seed(2, name, d)),
-                                             args.probes), names) for d in range(args.draws)]
+                                             args.probes, lts), names) for d in range(args.draws)]
                 seconds[name] = (time.perf_counter() - tick) / args.draws
                 print(f"{v_name} {name}: {seconds[name]:.1f} s per draw", flush=True)
             # both influence variants are unbiased for the same gradient: their pooled mean is the reference

@@ -23,14 +23,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from neuralsim.bilevel.estimators import HypergradientConfig
-from neuralsim.bilevel.field_source import SourceConfig
-from neuralsim.bilevel.inverse_hvp import InverseHVPConfig
-from neuralsim.bilevel.loop import BilevelRun, OptimizeConfig
-from neuralsim.experiments.cli import DEMO
-from neuralsim.experiments.recipes import BenchConfig, ensure_fields, ensure_target_set, initial_psi
-from neuralsim.runtime import atomic_write_json, from_plain, peak_memory_mb, read_json, to_plain
-from neuralsim.sampling.optim import PsiOptimizerConfig
+from neuralsim.bilevel.config import OptimizeConfig, load_config
+from neuralsim.bilevel.estimators.nso import NSOConfig
+from neuralsim.bilevel.loop import BilevelRun
+from neuralsim.data.coco import load_coco
+from neuralsim.experiments.prepare import ensure_fields, ensure_target_set, initial_psi
+from neuralsim.experiments.recipes import BenchConfig, demo
+from neuralsim.runtime import atomic_write_json, derive_seed, peak_memory_mb, to_plain
+from neuralsim.tasks.checkpoint import save_detector
+from neuralsim.tasks.detector import build_from_config
 
 PHASES = {  # metrics key → the phase of the issue's breakdown
     "render": "render (pass 1)", "train": "train", "val_grad": "∇θL_val", "inverse_hvp": "v (CG)",
@@ -49,28 +50,32 @@ def prepare(bench: BenchConfig, sizes: list[int], log=print) -> tuple[dict[str, 
     return fields, sets
 
 
+def scratch_detector(bench: BenchConfig, val: str, size: int, out: Path) -> Path:
+    """The bench's detector for the classes of `val` at `size` px, built from scratch (initial weights from the
+    run's seed 0) and saved in `out`: a step costs the same whatever the weights."""
+    names = list(load_coco(val).category_names)
+    config = dataclasses.replace(bench.optimize.detector, num_classes=len(names), category_names=names, image_size=size)
+    return save_detector(build_from_config(config, seed=derive_seed(0, "detector")), out)
+
+
 def step_config(bench: BenchConfig, fields: dict[str, str], sets: dict[str, str], size: int, patch_rays: int,
-                replay_batch: int, psi_path: Path) -> OptimizeConfig:
-    return OptimizeConfig(
-        fields=fields, val=sets["val"], test=sets["test"], psi=str(psi_path), factors=[bench.gap_spec.factor],
-        method="nso", steps=1, images_per_object=bench.images_per_object,
-        source=SourceConfig(size=size, patch_rays=patch_rays), detector=dataclasses.replace(bench.detector, image_size=size),
-        train=bench.train, hypergradient=HypergradientConfig(
-            method="nso", tau=bench.tau, pathwise_labels=bench.pathwise_labels, replay_batch=replay_batch,
-            inverse_hvp=InverseHVPConfig(damping=bench.damping, iterations=bench.cg_iterations)),
-        psi_optimizer=PsiOptimizerConfig(method=bench.psi_optimizer, lr=bench.psi_lr, natural=bench.psi_natural),
-        hvp_images=bench.hvp_images, device=bench.device)
+                replay_batch: int, psi_path: Path, detector: Path) -> OptimizeConfig:
+    nso = bench.with_methods(["nso"]).methods[0]
+    return dataclasses.replace(
+        bench.optimize, fields=fields, val=sets["val"], test=sets["test"], psi=str(psi_path),
+        factors=[bench.gap_spec.factor], method=dataclasses.replace(nso, replay_batch=replay_batch), steps=1,
+        source=dataclasses.replace(bench.optimize.source, size=size, patch_rays=patch_rays),
+        detector_init=str(detector), device=bench.device)
 
 
 def one_step(config_path: Path, out: Path) -> dict:
     """Run step 0 of the config in this process: its seconds and peak memory per phase, and the peak memory of
     the set-up before it (fields, validation and test sets, detector)."""
-    cfg = from_plain(OptimizeConfig, read_json(config_path, "Optimize config"), str(config_path))
-    run = BilevelRun(cfg, out)
+    run = BilevelRun(load_config(config_path), out)
     set_up = peak_memory_mb(run.device)
     record = run.step(0)
-    return {"seconds": record["seconds"], "peak_memory_mb": record["peak_memory_mb_by_phase"], "set_up_peak_mb": set_up,
-            "cg_residual": record["cg_residual"]}
+    return {"seconds": record.seconds, "peak_memory_mb": record.peak_memory_mb_by_phase, "set_up_peak_mb": set_up,
+            "cg_residual": record.cg_residual}
 
 
 def tables(rows: list[dict]) -> str:
@@ -93,7 +98,7 @@ def main() -> None:
     ap.add_argument("--objects", default="paper", help="'paper' (the six) or 'demo' (the demo's four)")
     ap.add_argument("--images-per-object", type=int, default=50)
     ap.add_argument("--patch-rays", type=int, default=1024)
-    ap.add_argument("--replay-batch", type=int, default=HypergradientConfig.replay_batch, help="images per e_j batch in pass 2")
+    ap.add_argument("--replay-batch", type=int, default=NSOConfig.replay_batch, help="images per e_j batch in pass 2")
     ap.add_argument("--fpn-channels", type=int, default=None, help="the detector's pyramid and head channels (default: the recipes')")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--child", nargs=2, metavar=("CONFIG", "RUN_DIR"), help=argparse.SUPPRESS)
@@ -102,22 +107,25 @@ def main() -> None:
         print(json.dumps(one_step(Path(args.child[0]), Path(args.child[1]))))
         return
 
-    demo = {k: v for k, v in DEMO.items() if k in ("size", "capture_views", "fit_steps", "fit_rays", "val_per_object",
-                                                    "test_per_object", "target_spp")}  # assets of the demo's size
-    bench = BenchConfig(gap="pose", **demo, images_per_object=args.images_per_object)
+    small = demo("pose")
+    assets = {k: getattr(small, k) for k in ("size", "capture_views", "fit_steps", "fit_rays", "val_per_object",
+                                             "test_per_object", "target_spp")}  # assets of the demo's size
+    bench = BenchConfig(gap="pose", **assets)
+    bench.optimize.images_per_object = args.images_per_object
     if args.fpn_channels:
-        bench.detector = dataclasses.replace(bench.detector, fpn_channels=args.fpn_channels)
-    if args.objects == "paper":
-        bench.objects = list(BenchConfig().objects)
+        bench.optimize.detector = dataclasses.replace(bench.optimize.detector, fpn_channels=args.fpn_channels)
+    if args.objects == "demo":
+        bench.objects = list(small.objects)
     sizes = [int(s) for s in args.sizes.split(",")]
     fields, sets = prepare(bench, sizes)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         psi_path = initial_psi(bench.gap_spec, "different").save(Path(tmp) / "psi0.json")
         for size in sizes:
+            detector = scratch_detector(bench, sets[size]["val"], size, Path(tmp) / f"detector-{size}")
             config_path = atomic_write_json(Path(tmp) / f"config-{size}.json",
                                             to_plain(step_config(bench, fields, sets[size], size, args.patch_rays,
-                                                                          args.replay_batch, psi_path)))
+                                                                 args.replay_batch, psi_path, detector)))
             print(f"one outer step at {size} px …", flush=True)
             done = subprocess.run([sys.executable, __file__, "--child", str(config_path), str(Path(tmp) / f"run-{size}")],
                                   check=True, capture_output=True, text=True)
@@ -125,7 +133,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     result = {"objects": bench.objects, "method": "nso", "patch_rays": args.patch_rays, "replay_batch": args.replay_batch,
-              "fpn_channels": bench.detector.fpn_channels,
+              "fpn_channels": bench.optimize.detector.fpn_channels,
               "bench": to_plain(bench),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores", "torch_threads": os.environ.get("OMP_NUM_THREADS"),
               "rows": rows}

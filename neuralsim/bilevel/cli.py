@@ -25,39 +25,44 @@ def register(app: typer.Typer) -> None:
     def optimize_cmd(
         config: Annotated[Path, typer.Argument(help="Optimize config JSON (see docs: fields, val, test, method, …).")],
         out: Annotated[Path, typer.Option(help="Run folder: config.json, metrics.jsonl, psi.json, checkpoint/, report.")],
-        method: Annotated[str | None, typer.Option(help="Override: ns, nso, autosim, influence or lts.")] = None,
+        method: Annotated[str | None, typer.Option(help="Override: ns, nso, autosim, influence or lts (its settings from the config when it names the same method, else its defaults).")] = None,
         steps: Annotated[int | None, typer.Option(help="Override: number of outer steps.")] = None,
         seed: Annotated[int | None, typer.Option(help="Override: random seed.")] = None,
         device: Annotated[str | None, typer.Option(help="Override: auto, cpu or cuda.")] = None,
         resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT from its last checkpoint.")] = False,
         overwrite: Annotated[bool, typer.Option(help="Replace a run folder that holds files.")] = False,
     ) -> None:
-        """Learn ψ by bilevel optimisation against the validation set; logs every outer step."""
+        """Learn ψ by bilevel optimisation against the validation set; logs every outer step.
+
+        The smallest config names the fields, the validation set and the test set; every other setting has a
+        default (docs/config.md)."""
         import dataclasses
 
-        from neuralsim.bilevel.loop import BilevelRun, OptimizeConfig, load_config
+        from neuralsim.bilevel.config import OptimizeConfig, load_config
+        from neuralsim.bilevel.estimators import method_config
+        from neuralsim.bilevel.loop import BilevelRun
         from neuralsim.experiments.run_report import write_run_report
-        from neuralsim.runtime import from_plain, read_json
+        from neuralsim.runtime import RunDir, read_json
+        from neuralsim.schema import from_plain
 
         if resume:
             ignored = [f"--{k}" for k, v in {"method": method, "seed": seed, "device": device}.items() if v is not None]
             if ignored:
                 raise UserError(f"--resume continues the run with its own {out / 'config.json'}; only --steps may "
                                 f"change, not {', '.join(ignored)}.")
-            cfg = from_plain(OptimizeConfig, read_json(out / "config.json", "Run config"), f"Run config {out}",
-                             saved=True)
-            steps_override = {"steps": steps} if steps is not None else {}
-            cfg = dataclasses.replace(cfg, **steps_override)
+            RunDir.check_version(out)
+            cfg = from_plain(OptimizeConfig, read_json(out / "config.json", "Run config"), f"Run config {out}")
         else:
             cfg = load_config(config)
-            overrides = {k: v for k, v in {"method": method, "steps": steps, "seed": seed, "device": device}.items()
-                         if v is not None}
-            cfg = cfg.with_overrides(**overrides)
+            if method is not None and method != cfg.method.method:
+                cfg = dataclasses.replace(cfg, method=method_config(method))
+            cfg = dataclasses.replace(cfg, **{k: v for k, v in {"seed": seed, "device": device}.items() if v is not None})
+        if steps is not None:
+            cfg = dataclasses.replace(cfg, steps=steps)
 
-        def show(t: int, record: dict) -> None:
-            ap = record["test_ap"]
-            typer.echo(f"step {t:3d}  val loss {record['val_loss']:.4f}  test AP {ap if ap is None else round(ap, 4)}  "
-                       f"{record['seconds']['total']:.1f} s")
+        def show(t: int, record) -> None:
+            ap = "–" if record.test_ap is None else f"{100 * record.test_ap:.1f}"
+            typer.echo(f"step {t:3d}  val loss {record.val_loss:.4f}  test AP {ap}  {record.seconds['total']:.1f} s")
 
         path = BilevelRun(cfg, out, resume=resume, overwrite=overwrite).run_all(show)
         typer.echo(f"report: {write_run_report(path)}")

@@ -22,6 +22,8 @@ from neuralsim.tasks.second_order import (
 class DetectorTask:
     """θ = the detector's parameters matching `pattern`; L_train's Hessian from `hvp_images`/`hvp_targets`."""
 
+    box_labels = True
+
     def __init__(self, model: Detector, pattern: str, hvp_images: Tensor, hvp_targets: Targets, val: DetectionData,
                  batch_size: int = 16):
         self.model = model.eval()

@@ -21,8 +21,8 @@ class InverseHVPConfig:
     `neumann` (v = α Σ_i (I − α(H + λI))^i g, needs α < 2/λ_max), or `identity` (v = g)."""
 
     method: str = "cg"
-    damping: float = 0.01  # λ
-    iterations: int = 20  # CG iterations or Neumann terms
+    damping: float = 0.1  # λ
+    iterations: int = 10  # CG iterations or Neumann terms
     tol: float = 1e-6  # CG stops when the relative residual falls below this
     neumann_scale: float = 0.1  # α
 

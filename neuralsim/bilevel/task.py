@@ -17,6 +17,10 @@ LossFn = Callable[[dict[str, Tensor], Tensor, Any], Tensor]
 class SecondOrderTask(Protocol):
     """The detector side at trained θ (m = number of parameters in θ, vectors flattened in a fixed order)."""
 
+    box_labels: bool
+    """The targets are boxes found from the render, differentiable through `mixed_with_boxes`:
+    mixed_with_boxes(images, targets, v) → (e, [e_b per image (n_j, 4)]), e_b = ∂/∂b_j [∇θ l(x_j, b_j, θ) · v]."""
+
     def hvp(self, v: Tensor) -> Tensor:
         """H v with H = ∇²θ L_train(θ), the Hessian of the mean training loss; (m,) → (m,)."""
 
@@ -28,10 +32,6 @@ class SecondOrderTask(Protocol):
 
     def mixed(self, images: Tensor, targets: Any, v: Tensor) -> Tensor:
         """e_j = ∂/∂x_j [∇θ l(x_j, θ) · v], (n, 3, H, W) — a vector per image, never an m×d matrix."""
-
-    # A task whose targets are boxes derived from the render may also offer
-    # mixed_with_boxes(images, targets, v) → (e, [e_b per image (n_j, 4)]), e_b = ∂/∂b_j [∇θ l(x_j, b_j, θ) · v];
-    # the pathwise estimator then moves the boxes with the render (`DetectorTask` does).
 
 
 def flatten(tensors: Sequence[Tensor]) -> Tensor:
@@ -48,6 +48,8 @@ def unflatten(v: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
 
 class AutogradTask:
     """`SecondOrderTask` from a functional loss by double backprop, in batches of `batch_size` images."""
+
+    box_labels = False
 
     def __init__(self, loss: LossFn, params: dict[str, Tensor], train: tuple[Tensor, Any], val: tuple[Tensor, Any],
                  batch_size: int = 16):

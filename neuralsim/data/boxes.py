@@ -34,3 +34,13 @@ def xyxy_to_xywh(box) -> list[float]:
 def xywh_to_xyxy(box) -> list[float]:
     x, y, w, h = (float(v) for v in box)
     return [x, y, x + w, y + h]
+
+
+def draw_boxes(image: np.ndarray, boxes: np.ndarray, colour=(0, 255, 0)) -> np.ndarray:
+    """A copy of `image` (H, W, 3) uint8 with one-pixel outlines of `boxes` (n, 4) xyxy pixels."""
+    image = image.copy()
+    h, w = image.shape[:2]
+    for box in np.asarray(boxes).astype(int):
+        x1, y1, x2, y2 = np.clip(box, 0, [w - 1, h - 1, w - 1, h - 1])
+        image[y1, x1:x2 + 1] = image[y2, x1:x2 + 1] = image[y1:y2 + 1, x1] = image[y1:y2 + 1, x2] = colour
+    return image

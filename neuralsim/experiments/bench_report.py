@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuralsim.bilevel.estimators import METHODS
 from neuralsim.experiments.gaps import bench_gap, total_variation
 from neuralsim.experiments.report import Report, plot_method_bars, plot_psi_history
 from neuralsim.runtime import atomic_write_json, atomic_write_text, read_json
@@ -114,7 +115,7 @@ def markdown_table(summary: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     groups = sorted({(r["init"], r["method"]) for r in rows},
                     key=lambda g: (["same", "uniform", "different"].index(g[0]),
-                                   ["ns", "lts", "autosim", "nso", "influence"].index(g[1])))
+                                   list(METHODS).index(g[1])))
     for init, method in groups:
         rs = [r for r in rows if r["init"] == init and r["method"] == method]
         low, high = min(r["steps"] for r in rs), max(r["steps"] for r in rs)  # a run cut short shows here
@@ -146,7 +147,7 @@ def retrain_table(summary: dict) -> tuple[list[str], list[list]]:
     table = []
     for init in sorted({r["init"] for r in rows}, key=["same", "uniform", "different"].index):
         control = {r["seed"]: r for r in rows if r["init"] == init and r["method"] == "psi0"}
-        for method in [m for m in ("psi0", "lts", "autosim", "nso", "influence") if any(
+        for method in [m for m in ("psi0", *list(METHODS)[1:]) if any(
                 r["init"] == init and r["method"] == m for r in rows)]:
             rs = [r for r in rows if r["init"] == init and r["method"] == method]
             cells = [init, "ns = ψ₀" if method == "psi0" else method, len(rs)]
@@ -183,7 +184,7 @@ def write_bench_report(out: str | Path) -> Path:
         report.paragraph("No run has finished a step yet.")
         return report.save(out)
     inits = sorted({r["init"] for r in rows}, key=["same", "uniform", "different"].index)
-    methods = [m for m in ("ns", "lts", "autosim", "nso", "influence") if any(r["method"] == m for r in rows)]
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     report.heading(f"Test AP of the biased objects (mean ± std over seeds; each run: mean of its last {TAIL} outer steps)")
     table = []
     for obj in biased:
@@ -205,7 +206,7 @@ def write_bench_report(out: str | Path) -> Path:
         report.table(head, retrained)
         rs = summary["retrain"]
         r_inits = sorted({r["init"] for r in rs}, key=["same", "uniform", "different"].index)
-        r_methods = [m for m in ("psi0", "lts", "autosim", "nso", "influence") if any(r["method"] == m for r in rs)]
+        r_methods = [m for m in ("psi0", *list(METHODS)[1:]) if any(r["method"] == m for r in rs)]
         for name, value in (("all", lambda r: r["ap"]), ("biased", lambda r: np.mean([r[f"ap/{o}"] for o in biased]))):
             cells = [[[100 * value(r) for r in rs if r["init"] == i and r["method"] == m] for m in r_methods] for i in r_inits]
             report.figure(f"retrain_ap_{name}", plot_method_bars(

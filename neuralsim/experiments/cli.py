@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from neuralsim.bilevel.estimators import METHODS
 from neuralsim.errors import UserError
 
 if TYPE_CHECKING:
@@ -18,20 +18,6 @@ if TYPE_CHECKING:
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
-
-DEMO = dict(objects=["002_master_chef_can", "019_pitcher_base", "025_mug", "035_power_drill"], size=64,
-            capture_views=60, fit_steps=250, fit_rays=2048, val_per_object=10, test_per_object=25, target_spp=16,
-            pretrain_per_object=80, pretrain_epochs=30, methods=["ns", "influence"], inits=["different"],
-            seeds=[0], steps=12, images_per_object=20, hvp_images=20, cg_iterations=5, damping=1.0, psi_lr=1.0)
-"""The demo's reduced gap experiment: ≤ 15 minutes on a 2-core CPU from a fresh machine."""
-DEMO_GAP = {"illumination": dict(lighting=["studio", "warm_left", "cool_right", "dim_top", "low_light"],
-                                  target_bin="low_light", different_bin="studio")}
-"""The demo's own setting of a gap, where the recipe's leaves nothing to recover at the demo's size: under a coloured
-key light (the recipe's dim_top) a 64 px detector finds the objects as well as under studio light, in a dark room
-(low_light) it does not (docs/RESULTS.md, *The illumination gap with headroom*)."""
-DEMO_DETECTOR = dict(fpn_channels=128)
-"""The demo's detector is the recipes' with a 128-channel pyramid and heads instead of 256: at 64 px the heads are
-most of its cost, and training it takes half the time (docs/RESULTS.md, `make demo` from a fresh clone)."""
 
 DEMO_STORY = {
     "zoom": "the pitcher and the drill are tested from the farthest radius bin (6.5–7.5, small in the image) "
@@ -44,15 +30,11 @@ DEMO_STORY = {
 
 
 def script_bench(config: str | None, gap: str, demo: bool = False, cache: str | None = None) -> BenchConfig:
-    """The bench a benchmark script works on: a bench config file (with its own gap), else with `demo` the gap on
-    the demo's objects and sizes (the recipes' detector, as the results were measured), else the gap's recipe;
-    `cache` overrides the bench's own."""
-    from neuralsim.experiments.recipes import BenchConfig, load_bench_config
+    """The bench a benchmark script works on: a bench config file (with its own gap), else with `demo` the demo's
+    preset of the gap, else the gap's recipe; `cache` overrides the bench's own."""
+    from neuralsim.experiments import recipes
 
-    if config:
-        bench = load_bench_config(config)
-    else:
-        bench = BenchConfig(gap=gap, **DEMO, **DEMO_GAP.get(gap, {})) if demo else load_bench_config(gap)
+    bench = recipes.load_bench_config(config) if config else recipes.demo(gap) if demo else recipes.recipe(gap)
     bench.cache = cache or bench.cache
     return bench
 
@@ -76,7 +58,7 @@ def register(app: typer.Typer) -> None:
     def bench_cmd(
         gap: Annotated[str, typer.Argument(help="pose, zoom, illumination or ycb21, or a bench config JSON file.")],
         out: Annotated[Path, typer.Option(help="Benchmark folder: runs/, summary.json, report.html.")],
-        methods: Annotated[str | None, typer.Option(help="Comma-separated: ns, nso, autosim, influence, lts.")] = None,
+        methods: Annotated[str | None, typer.Option(help=f"Comma-separated: {', '.join(METHODS)}.")] = None,
         inits: Annotated[str | None, typer.Option(help="Comma-separated ψ initialisations: same, uniform, different.")] = None,
         seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds.")] = None,
         steps: Annotated[int | None, typer.Option(help="Outer steps per run.")] = None,
@@ -92,7 +74,8 @@ def register(app: typer.Typer) -> None:
 
         Settings come from the recipe's defaults, or from a config file (every field of `BenchConfig`), and the
         options given here override them."""
-        from neuralsim.experiments.recipes import load_bench_config, run_bench
+        from neuralsim.experiments.bench import run_bench
+        from neuralsim.experiments.recipes import load_bench_config
         from neuralsim.runtime import resolve_device
 
         bench = load_bench_config(gap)
@@ -101,13 +84,16 @@ def register(app: typer.Typer) -> None:
                 bench.seeds = [int(s) for s in _csv(seeds)]
             except ValueError:
                 raise UserError(f"--seeds must be comma-separated integers, got {seeds!r}.") from None
-        for name, value in (("methods", methods and _csv(methods)), ("inits", inits and _csv(inits)), ("steps", steps),
-                            ("images_per_object", images_per_object), ("size", size), ("retrain_per_object", retrain)):
+        if methods is not None:
+            bench = bench.with_methods(_csv(methods))
+        for name, value in (("inits", inits and _csv(inits)), ("size", size), ("retrain_per_object", retrain)):
             if value is not None:
                 setattr(bench, name, value)
+        for name, value in (("steps", steps), ("images_per_object", images_per_object)):
+            if value is not None:
+                setattr(bench.optimize, name, value)
         bench.cache = str(cache) if cache else bench.cache
         bench.device = resolve_device(device).type
-        bench.detector = dataclasses.replace(bench.detector, image_size=bench.size)
         bench.validate()  # the options too
         typer.echo(f"report: {run_bench(bench, out, log=typer.echo)}")
 
@@ -136,7 +122,6 @@ def register(app: typer.Typer) -> None:
             raise UserError("--per-object and --epochs must be positive and --seeds not empty.")
         bench.cache = str(cache) if cache else bench.cache
         bench.device = resolve_device(device).type
-        bench.detector = dataclasses.replace(bench.detector, image_size=bench.size)
         result = run_substitution(bench, out, per_object, epochs, seed_list, log=typer.echo)
         s = result["summary"]
         typer.echo(f"AP trained on ground-truth renders {100 * s['ground_truth']['ap']:.1f}, on field renders "
@@ -153,16 +138,16 @@ def register(app: typer.Typer) -> None:
 
         The zoom gap is the default: at the demo's size a detector trained on the wrong zoom loses most of its
         AP on the target zoom, so there is something to recover; the pose gap leaves little (docs/RESULTS.md)."""
-        from neuralsim.experiments.recipes import BenchConfig, run_bench
+        from neuralsim.experiments.bench import run_bench
+        from neuralsim.experiments.recipes import demo
         from neuralsim.runtime import resolve_device
 
         if gap not in DEMO_STORY:
             raise UserError(f"--gap must be one of {', '.join(DEMO_STORY)}, not {gap!r}.")
         start = time.perf_counter()
-        bench = BenchConfig(gap=gap, cache=str(cache) if cache else None, device=resolve_device(device).type, **DEMO,
-                            **DEMO_GAP.get(gap, {}))
-        bench.detector = dataclasses.replace(bench.detector, image_size=bench.size, **DEMO_DETECTOR)
+        bench = demo(gap)
+        bench.cache, bench.device = str(cache) if cache else None, resolve_device(device).type
         report = run_bench(bench, out, log=typer.echo)
         typer.echo(f"\nreport: {report.resolve()}")
-        typer.echo(f"{gap.capitalize()} gap, {len(bench.objects)} objects: {DEMO_STORY[gap]}; {bench.steps} outer "
+        typer.echo(f"{gap.capitalize()} gap, {len(bench.objects)} objects: {DEMO_STORY[gap]}; {bench.optimize.steps} outer "
                    f"steps ({time.perf_counter() - start:.0f} s). {demo_summary(out)}.")

@@ -19,11 +19,13 @@ import torch
 
 from neuralsim.assets.scenes import SceneSetConfig, draw_placements
 from neuralsim.bilevel.field_source import load_fields
+from neuralsim.bilevel.pretrain import train_from_scratch
 from neuralsim.color import linear_to_srgb
 from neuralsim.data.backgrounds import background_source
 from neuralsim.experiments.cache import cache_root, ensure_scene_set
 from neuralsim.experiments.gaps import initial_distributions
-from neuralsim.experiments.recipes import BenchConfig, prepare, train_from_scratch
+from neuralsim.experiments.prepare import prepare
+from neuralsim.experiments.recipes import BenchConfig
 from neuralsim.fields.base import Field
 from neuralsim.render import Placement, composite, labels_from_alpha, render_scene
 from neuralsim.runtime import atomic_write_json, atomic_write_text, derive_seed, resolve_device
@@ -82,7 +84,8 @@ def label_agreement(truth: CocoDetectionData, twin: TensorDetectionData) -> floa
 def train_and_score(bench: BenchConfig, train: DetectionData, test: CocoDetectionData, seed: int, epochs: int) -> dict:
     """A detector trained from scratch on `train` (every parameter, `epochs` epochs), scored on `test`."""
     names = list(bench.objects)
-    result = evaluate_detector(train_from_scratch(bench, train, epochs, seed), test)
+    model = train_from_scratch(bench.optimize.detector, names, bench.size, train, epochs, seed, resolve_device(bench.device))
+    result = evaluate_detector(model, test)
     return {"ap": result.ap, "ap50": result.ap50,
             "per_class": {o: result.per_class[o]["ap"] if result.per_class[o]["ap"] is not None else float("nan")
                           for o in names}}

@@ -35,7 +35,7 @@ class PsiOptimizerConfig:
 
     method: str = "normalized"
     lr: float = 0.5
-    natural: bool = False
+    natural: bool = True
     """Precondition each categorical's logit gradient by the inverse Fisher information of the categorical
     (mirror descent on the simplex): the logit of bin i moves by ∂L/∂p_i − mean_j ∂L/∂p_j instead of
     p_i(∂L/∂p_i − Σ_j p_j ∂L/∂p_j), so mass flows to a better bin at a rate that does not shrink with

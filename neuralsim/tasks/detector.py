@@ -45,8 +45,8 @@ class DetectorConfig:
     """Channels of the feature pyramid and the heads."""
     anchor_sizes: list[float] = field(default_factory=list)
     """Base anchor size (pixels) for each of the 5 pyramid levels; empty: image_size/8 · 2^level."""
-    box_loss: str = "l1"
-    """Box regression loss: 'l1' (torchvision's default), 'smooth_l1' or 'giou'. Under 'l1', ∇θ of the loss
+    box_loss: str = "smooth_l1"
+    """Box regression loss: 'smooth_l1', 'l1' (torchvision's default) or 'giou'. Under 'l1', ∇θ of the loss
     holds only the sign of each box residual, so the pathwise hypergradient (`nso`) cannot see a box move:
     use 'smooth_l1' or 'giou' for it to follow the labels."""
     freeze_backbone: bool = False

@@ -123,3 +123,27 @@ def evaluate_detector(model: Detector, data: DetectionData, *, batch_size: int =
             sizes += [tuple(images.shape[-2:])] * len(batch_targets)
         gt = coco_gt_from_targets(targets, sizes, data.category_names, data.image_ids)
     return coco_evaluate(gt, coco_detections(detections, data.image_ids))
+
+
+@torch.no_grad()
+def image_losses(model: Detector, data: DetectionData, batch_size: int = 16) -> Tensor:
+    """(N,) detection loss of each image of `data` (eval-mode normalisation), in its stored order."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(data), batch_size):
+        images, targets = data.batch(list(range(start, min(start + batch_size, len(data)))))
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        out.append(model(images.to(device), targets, detect=False).loss_per_image().cpu())
+    return torch.cat(out)
+
+
+def loss_by_class(losses: Tensor, data: DetectionData, names: list[str]) -> dict[str, float | None]:
+    """The mean loss over the images showing each class (an image showing several counts for each); None for a
+    class the set does not show."""
+    shown = [set(data.target(j)["labels"].tolist()) for j in range(len(data))]
+    per_class = {}
+    for c, name in enumerate(names):
+        rows = [j for j, labels in enumerate(shown) if c in labels]
+        per_class[name] = float(losses[rows].mean()) if rows else None
+    return per_class

@@ -12,11 +12,14 @@ from neuralsim.experiments.gaps import GAPS
 TINY = {
     "gap": "pose", "objects": ["002_master_chef_can", "019_pitcher_base"], "biased": ["019_pitcher_base"],
     "size": 32, "capture_views": 8, "fit_steps": 20, "fit_rays": 512, "val_per_object": 2, "test_per_object": 2,
-    "target_spp": 4, "pretrain_per_object": 4, "pretrain_epochs": 1, "methods": ["ns", "influence"],
-    "inits": ["different"], "seeds": [0], "steps": 2, "images_per_object": 2, "hvp_images": 2, "cg_iterations": 2,
-    "damping": 1.0, "psi_lr": 1.0,
-    "detector": {"backbone": "resnet18", "image_size": 32, "fpn_channels": 16, "head_activation": "silu"},
-    "train": {"epochs": 1, "batch_size": 2, "trainable": "heads", "init": "warm", "warmup_steps": 1},
+    "target_spp": 4, "methods": ["ns", "influence"], "inits": ["different"], "seeds": [0],
+    "optimize": {
+        "steps": 2, "images_per_object": 2, "pretrain": {"images_per_object": 4, "epochs": 1},
+        "hypergradient": {"hvp_images": 2, "inverse_hvp": {"iterations": 2, "damping": 1.0}},
+        "psi_optimizer": {"lr": 1.0},
+        "detector": {"backbone": "resnet18", "fpn_channels": 16, "head_activation": "silu"},
+        "train": {"epochs": 1, "batch_size": 2, "trainable": "heads", "warmup_steps": 1},
+    },
 }
 
 
@@ -90,14 +93,16 @@ def test_substitution_renders_the_same_placements_twice_and_scores_both(cli, tin
 
 
 @pytest.mark.parametrize("change,words", [
-    ({"steps": 0}, "positive integers"), ({"methods": ["nso", "magic"]}, "Unknown method"),
+    ({"optimize": TINY["optimize"] | {"steps": 0}}, "steps, images_per_object and batch_size must be at least 1"),
+    ({"methods": ["nso", "magic"]}, "methods[1]"), ({"fit_steps": 0}, "must be at least 1"),
     ({"gap": "weather"}, "Unknown gap"), ({"biased": ["025_mug"]}, "must be among the objects"),
-    ({"colour": 3}, "unknown setting"), ({"detector": 3}, "detector and train"),
+    ({"colour": 3}, "colour"), ({"optimize": TINY["optimize"] | {"detector": 3}}, "optimize.detector"),
     ({"gap": "illumination", "methods": ["autosim"]}, "autosim and lts cannot"),
-    ({"seeds": [-1]}, "Seeds must be whole numbers"), ({"seeds": [True]}, "Seeds must be whole numbers"),
-    ({"seeds": ["0"]}, "Seeds must be whole numbers"), ({"inits": []}, "no ψ initialisation"),
-    ({"psi_objects": "some"}, "psi_objects must be 'all' or 'biased'"),
-    ({"retrain_per_object": -1}, "retrain_per_object must be"), ({"retrain_epochs": 0}, "retrain_epochs ≥ 1"),
+    ({"seeds": [-1]}, "must be ≥ 0"), ({"seeds": [True]}, "seeds[0]"),
+    ({"seeds": ["0"]}, "seeds[0]"), ({"inits": []}, "no ψ initialisation"), ({"methods": ["ns", "ns"]}, "at most once"),
+    ({"psi_objects": "some"}, "psi_objects"), (
+        {"optimize": TINY["optimize"] | {"hypergradient": {"hvp_images": "many"}}}, "optimize.hypergradient.hvp_images"),
+    ({"retrain_per_object": -1}, "retrain_per_object must be ≥ 0"), ({"retrain_epochs": 0}, "must be at least 1"),
     ({"target_bin": 8}, "bin index from 0 to 7"), ({"gap": "illumination", "target_bin": "fog"},
                                                    "not a lighting condition"),
     ({"different_bin": 0}, "would be the \"same\" one"),
@@ -118,9 +123,10 @@ def test_bench_refuses_a_folder_holding_a_bench_of_other_settings_before_writing
     out.mkdir()
     (out / "bench.json").write_text(json.dumps({"bench": TINY | {"cache": str(tmp_path / "cache")}}))
     before = (out / "bench.json").read_text()
-    (tmp_path / "bench.json").write_text(json.dumps(TINY | {"psi_lr": 2.0, "seeds": [1]}))
+    other = TINY | {"seeds": [1], "optimize": TINY["optimize"] | {"psi_optimizer": {"lr": 2.0}}}
+    (tmp_path / "bench.json").write_text(json.dumps(other))
     r = cli("bench", tmp_path / "bench.json", "--out", out, "--cache", tmp_path / "cache", "--device", "cpu")
-    assert r.returncode == 2 and "other settings (psi_lr differ)" in r.stderr, r.stderr
+    assert r.returncode == 2 and "other settings (optimize differ)" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert (out / "bench.json").read_text() == before and sorted(p.name for p in out.iterdir()) == ["bench.json"]
     assert not (tmp_path / "cache").exists()  # refused before any preparation
@@ -158,14 +164,15 @@ def test_every_shipped_bench_config_loads_and_validates(path):
 
 
 def test_a_benchmark_scripts_bench_comes_from_its_config_else_the_demo_or_the_gaps_recipe(tmp_path):
-    from neuralsim.experiments.cli import DEMO, script_bench
+    from neuralsim.experiments.cli import script_bench
 
     config = sorted((Path(__file__).parents[2] / "benchmarks" / "configs").glob("*.json"))[0]
     stored = json.loads(config.read_text())
     from_file = script_bench(str(config), "zoom", demo=True, cache=str(tmp_path))
     assert (from_file.gap, from_file.objects, from_file.cache) == (stored["gap"], stored["objects"], str(tmp_path))
     demo = script_bench(None, "zoom", demo=True)
-    assert (demo.gap, demo.objects, demo.size, demo.steps) == ("zoom", DEMO["objects"], DEMO["size"], DEMO["steps"])
+    assert (demo.gap, len(demo.objects), demo.size, demo.optimize.steps) == ("zoom", 4, 64, 12)
+    assert [m.method for m in demo.methods] == ["ns", "influence"]
     assert len(script_bench(None, "ycb21").objects) == 21  # the gap's own objects, not the paper's six
     dark = script_bench(None, "illumination", demo=True).gap_spec  # the demo's illumination gap: the dark room
     assert (dark.lighting[dark.target_bin], dark.lighting[dark.different_bin], dark.k) == ("low_light", "studio", 5)
@@ -191,10 +198,12 @@ def test_summary_takes_the_benchs_own_biased_objects_and_keeps_a_diverged_loss_v
 
 @pytest.mark.parametrize("psi_objects,expected", [("all", None), ("biased", ["019_pitcher_base"])])
 def test_psi_objects_biased_hands_the_runs_only_the_biased_objects(tmp_path, psi_objects, expected):
-    from neuralsim.experiments.recipes import BenchConfig, Prepared, run_config
+    from neuralsim.experiments.bench import run_config
+    from neuralsim.experiments.prepare import Prepared
+    from neuralsim.experiments.recipes import load_bench_config
 
-    plain = {k: v for k, v in TINY.items() if k not in ("detector", "train")}  # those two stay at their defaults
-    bench = BenchConfig(**plain, psi_objects=psi_objects)
+    (tmp_path / "bench.json").write_text(json.dumps(TINY | {"psi_objects": psi_objects}))
+    bench = load_bench_config(str(tmp_path / "bench.json"))
     objects = {o: str(tmp_path / o) for o in bench.objects}
     prepared = Prepared(fields=objects, val="val", test="test", detectors={"different": "det"})
     assert run_config(bench, prepared, "different", "influence", 0, tmp_path / "psi.json").psi_objects == expected
@@ -202,7 +211,8 @@ def test_psi_objects_biased_hands_the_runs_only_the_biased_objects(tmp_path, psi
 
 def test_a_bench_may_name_its_own_target_and_different_bins():
     from neuralsim.experiments.gaps import target_probs
-    from neuralsim.experiments.recipes import BenchConfig, initial_psi
+    from neuralsim.experiments.prepare import initial_psi
+    from neuralsim.experiments.recipes import BenchConfig
 
     bench = BenchConfig(gap="illumination", objects=TINY["objects"], biased=TINY["biased"], target_bin="warm_left",
                         different_bin="cool_right")
@@ -217,7 +227,8 @@ def test_a_bench_may_name_its_own_target_and_different_bins():
 
 def test_a_bench_may_name_its_own_lighting_conditions():
     from neuralsim.experiments.gaps import target_probs
-    from neuralsim.experiments.recipes import BenchConfig, initial_psi
+    from neuralsim.experiments.prepare import initial_psi
+    from neuralsim.experiments.recipes import BenchConfig
 
     lighting = ["studio", "low_light", "dim_top"]
     gap = BenchConfig(gap="illumination", objects=TINY["objects"], biased=TINY["biased"], lighting=lighting).gap_spec

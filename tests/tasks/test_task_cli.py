@@ -35,8 +35,9 @@ def _break(root, how):
     path.write_text(json.dumps(data))
 
 
-@pytest.mark.parametrize("how,words", [("unknown category", "unknown category id 9"), ("box outside", "outside"),
-                                       ("empty", "no images"), ("missing image", "is missing")])
+@pytest.mark.parametrize("how,words", [
+    ("unknown category", "category_id: expected a category id (1, 2), got 9"), ("box outside", "bbox: expected a box inside"),
+    ("empty", "images: expected at least 1 item"), ("missing image", "file_name: expected an image file that exists")])
 def test_bad_coco_input_gives_one_line_and_exit_code_2(cli, shapes_set, tmp_path, how, words):
     _break(shapes_set, how)
     r = cli("train", shapes_set, "--out", tmp_path / "model", "--steps", "1")
