@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from neuralsim.bilevel.field_source import FieldSource, SourceConfig, load_fields
 from neuralsim.runtime import atomic_write_json
-from neuralsim.sampling.psi import PsiInit, init_psi
+from neuralsim.sampling.init import PsiInit, init_psi
 
 STEPS = {"radius": (0.2, 0.05, 0.01), "azimuth_deg": (4.0, 1.0, 0.25)}
 

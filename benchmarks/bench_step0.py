@@ -29,11 +29,12 @@ from neuralsim.bilevel.estimators.lts import LTSConfig
 from neuralsim.bilevel.estimators.nso import pathwise
 from neuralsim.bilevel.inverse_hvp import InverseHVPConfig, inverse_hvp
 from neuralsim.bilevel.loop import BilevelRun
+from neuralsim.clock import PhaseClock
 from neuralsim.experiments.bench import run_config
 from neuralsim.experiments.cli import script_bench
 from neuralsim.experiments.prepare import initial_psi, prepare
 from neuralsim.experiments.recipes import recipe
-from neuralsim.runtime import PhaseClock, atomic_write_json, derive_seed
+from neuralsim.runtime import atomic_write_json, derive_seed
 
 ESTIMATORS = {  # name → τ of the training draws (None: discrete); "boxes held": the pathwise term without labels
     "nso τ=0.1": 0.1,

@@ -26,10 +26,11 @@ from pathlib import Path
 from neuralsim.bilevel.config import OptimizeConfig, load_config
 from neuralsim.bilevel.estimators.nso import NSOConfig
 from neuralsim.bilevel.loop import BilevelRun
+from neuralsim.clock import peak_memory_mb
 from neuralsim.data.coco import load_coco
 from neuralsim.experiments.prepare import ensure_fields, ensure_target_set, initial_psi
 from neuralsim.experiments.recipes import BenchConfig, demo
-from neuralsim.runtime import atomic_write_json, derive_seed, peak_memory_mb, to_plain
+from neuralsim.runtime import atomic_write_json, derive_seed, to_plain
 from neuralsim.tasks.checkpoint import save_detector
 from neuralsim.tasks.detector import build_from_config
 

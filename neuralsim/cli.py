@@ -32,7 +32,9 @@ for _name in _COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; a `UserError` or bad value becomes `error: …` and exit code 2."""
     from neuralsim.errors import UserError
+    from neuralsim.runtime import make_deterministic
 
+    make_deterministic()
     try:
         app(args=argv, standalone_mode=True)
     except UserError as e:

@@ -45,7 +45,8 @@ def _nested(hint) -> list[type]:
     if typing.get_origin(hint) is list:
         return _nested(typing.get_args(hint)[0])
     args = typing.get_args(typing.get_args(hint)[0]) if typing.get_origin(hint) is typing.Annotated else ()
-    candidates = args or (hint, *typing.get_args(hint))
+    candidates = [typing.get_args(c)[0] if typing.get_origin(c) is typing.Annotated else c
+                  for c in args or (hint, *typing.get_args(hint))]
     return [c for c in candidates if dataclasses.is_dataclass(c)]
 
 

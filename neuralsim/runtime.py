@@ -1,5 +1,5 @@
 """House utilities: atomic writes, staged output folders, plain file names, run directories (which record the
-neuralsim version that wrote them), seeding, device, phase timing, progress.
+neuralsim version that wrote them), seeding, device, progress.
 
 Every output file is written to a temporary name and renamed; every output folder is built beside
 its final place and renamed on success, so a failure never leaves anything half-written behind.
@@ -263,6 +263,14 @@ def derive_seed(seed: int, *keys: Any) -> int:
     return int.from_bytes(h[:8], "little") & (2**63 - 1)
 
 
+def make_deterministic() -> None:
+    """Same seed, same bytes, at any thread count: PyTorch's deterministic algorithms (on the CPU this orders the
+    accumulation of `index_put_(accumulate=True)`, the backward of indexing with repeated indices, which otherwise
+    adds with atomics in parallel threads), warning where an op has none. Called by every command."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's reproducible workspace, read at first use
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """`auto` → CUDA when present, else CPU; `cpu`/`cuda` as given (cuda without a GPU is an error)."""
     if device == "auto":
@@ -272,60 +280,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device.split(":")[0] not in ("cpu", "cuda"):
         raise UserError(f"--device must be auto, cpu or cuda, not {device!r}.")
     return torch.device(device)
-
-
-_CLEAR_REFS = Path("/proc/self/clear_refs")
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start a new peak for `peak_memory_mb`: CUDA's allocator statistics, or Linux's resident high-water mark."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    elif _CLEAR_REFS.exists():
-        with contextlib.suppress(OSError):
-            _CLEAR_REFS.write_text("5")
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory (MiB) since the last `reset_peak_memory`, else since the process began: CUDA allocations on a
-    GPU, else the resident set's high-water mark (Linux's VmHWM; elsewhere ru_maxrss, which also counts what a
-    parent process held when it started this one)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class PhaseClock:
-    """Wall seconds and peak memory per named phase, over every entry: `with clock("render"): …`. Each entry
-    starts a new memory peak, so phases must not nest. On a GPU each phase ends with a synchronisation, so
-    queued kernels count where they were launched. `count` tallies work (renders) beside the time."""
-
-    def __init__(self, device: torch.device | None = None):
-        self.device = device or torch.device("cpu")
-        self.seconds: dict[str, float] = {}
-        self.peak_mb: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-
-    def count(self, what: str, n: int) -> None:
-        self.counts[what] = self.counts.get(what, 0) + int(n)
-
-    @contextlib.contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
-        reset_peak_memory(self.device)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
-            self.peak_mb[phase] = max(self.peak_mb.get(phase, 0.0), peak_memory_mb(self.device))
 
 
 def progress(transient: bool = False) -> Progress:

@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from neuralsim.runtime import make_deterministic
+
+make_deterministic()  # as every command does
+
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `python -m neuralsim ARGS` in a fresh process (a Mitsuba abort cannot take pytest down)."""

@@ -8,15 +8,13 @@ import torch
 
 from neuralsim import __version__, runtime
 from neuralsim.cli import main
+from neuralsim.clock import PhaseClock, peak_memory_mb, reset_peak_memory
 from neuralsim.errors import UserError
 from neuralsim.runtime import (
-    PhaseClock,
     RunDir,
     atomic_write_json,
     derive_seed,
     file_stem,
-    peak_memory_mb,
-    reset_peak_memory,
     resolve_device,
     safe_name,
     staged_output_dir,

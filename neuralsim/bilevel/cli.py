@@ -21,44 +21,45 @@ def _field_pairs(pairs: list[str]) -> dict[str, str]:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("optimize")
+    @app.command("optimize", add_help_option=False,
+                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def optimize_cmd(
-        config: Annotated[Path, typer.Argument(help="Optimize config JSON (see docs: fields, val, test, method, …).")],
-        out: Annotated[Path, typer.Option(help="Run folder: config.json, metrics.jsonl, psi.json, checkpoint/, report.")],
-        method: Annotated[str | None, typer.Option(help="Override: ns, nso, autosim, influence or lts (its settings from the config when it names the same method, else its defaults).")] = None,
-        steps: Annotated[int | None, typer.Option(help="Override: number of outer steps.")] = None,
-        seed: Annotated[int | None, typer.Option(help="Override: random seed.")] = None,
-        device: Annotated[str | None, typer.Option(help="Override: auto, cpu or cuda.")] = None,
+        ctx: typer.Context,
+        config: Annotated[Path | None, typer.Argument(help="Optimize config JSON: fields, val and test at least.")] = None,
+        out: Annotated[Path | None, typer.Option(help="Run folder: config.json, metrics.jsonl, psi.json, checkpoint/, report.")] = None,
         resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT from its last checkpoint.")] = False,
         overwrite: Annotated[bool, typer.Option(help="Replace a run folder that holds files.")] = False,
     ) -> None:
         """Learn ψ by bilevel optimisation against the validation set; logs every outer step.
 
-        The smallest config names the fields, the validation set and the test set; every other setting has a
-        default (docs/config.md)."""
-        import dataclasses
+        Any setting of the config may follow (`--steps 5 --seed 1`, then the method and its own settings:
+        `method:nso --method.tau 0.2`); `--help` lists them all with the config's values. With --resume the run's own config.json is used (CONFIG may be
+        left out) and only --steps may change."""
+        import inspect
 
         from neuralsim.bilevel.config import OptimizeConfig, load_config
-        from neuralsim.bilevel.estimators import method_config
         from neuralsim.bilevel.loop import BilevelRun
         from neuralsim.experiments.run_report import write_run_report
-        from neuralsim.runtime import RunDir, read_json
-        from neuralsim.schema import from_plain
+        from neuralsim.runtime import RunDir, read_json, to_plain
+        from neuralsim.schema import from_args, from_plain
 
-        if resume:
-            ignored = [f"--{k}" for k, v in {"method": method, "seed": seed, "device": device}.items() if v is not None]
-            if ignored:
-                raise UserError(f"--resume continues the run with its own {out / 'config.json'}; only --steps may "
-                                f"change, not {', '.join(ignored)}.")
+        prog = "neuralsim optimize CONFIG --out DIR [--resume] [--overwrite]"
+        args = list(ctx.args)
+        if config is not None and str(config).startswith(("-", "method:")):  # a setting where CONFIG would be
+            config, args = None, [str(config), *args]
+        if resume and out is not None:
             RunDir.check_version(out)
-            cfg = from_plain(OptimizeConfig, read_json(out / "config.json", "Run config"), f"Run config {out}")
+            base = from_plain(OptimizeConfig, read_json(out / "config.json", "Run config"), f"Run config {out}")
         else:
-            cfg = load_config(config)
-            if method is not None and method != cfg.method.method:
-                cfg = dataclasses.replace(cfg, method=method_config(method))
-            cfg = dataclasses.replace(cfg, **{k: v for k, v in {"seed": seed, "device": device}.items() if v is not None})
-        if steps is not None:
-            cfg = dataclasses.replace(cfg, steps=steps)
+            base = load_config(config) if config is not None and "--help" not in args else OptimizeConfig()
+        cfg = from_args(OptimizeConfig, base, args, prog, inspect.cleandoc(optimize_cmd.__doc__))
+        if out is None or (config is None and not resume):
+            raise UserError(f"usage: {prog} [SETTINGS]; --help lists the settings.")
+        if resume:
+            changed = [k for k, v in to_plain(cfg).items() if k != "steps" and v != to_plain(base)[k]]
+            if changed:
+                raise UserError(f"--resume continues the run with its own {out / 'config.json'}; only --steps may "
+                                f"change, not {', '.join(changed)}.")
 
         def show(t: int, record) -> None:
             ap = "–" if record.test_ap is None else f"{100 * record.test_ap:.1f}"

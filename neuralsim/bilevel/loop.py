@@ -23,11 +23,11 @@ from neuralsim.bilevel.estimators import StepInputs, StepOutcome
 from neuralsim.bilevel.field_source import FieldSource, load_fields
 from neuralsim.bilevel.pretrain import train_on_psi
 from neuralsim.bilevel.record import StepRecord
+from neuralsim.clock import PhaseClock
 from neuralsim.data.boxes import draw_boxes
 from neuralsim.data.coco import load_coco
 from neuralsim.errors import UserError
 from neuralsim.runtime import (
-    PhaseClock,
     RunDir,
     atomic_save_png,
     atomic_write_json,
@@ -37,8 +37,9 @@ from neuralsim.runtime import (
     staged_output_dir,
     to_plain,
 )
+from neuralsim.sampling.init import PsiInit, init_psi
 from neuralsim.sampling.optim import PsiOptimizer
-from neuralsim.sampling.psi import Psi, PsiInit, init_psi
+from neuralsim.sampling.psi import Psi
 from neuralsim.tasks.checkpoint import load_detector, save_detector
 from neuralsim.tasks.data import CocoDetectionData, TensorDetectionData
 from neuralsim.tasks.evaluate import evaluate_detector, image_losses, loss_by_class

@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 
 from neuralsim.bilevel.task import AutogradTask
-from neuralsim.sampling.psi import DTYPE, Psi, PsiInit, RenderParams, init_psi
+from neuralsim.sampling.init import PsiInit, init_psi
+from neuralsim.sampling.psi import DTYPE, Psi, RenderParams
 
 
 @dataclass

@@ -12,7 +12,7 @@ factor may add its "logits" (kept exactly on save) and the lighting its "paramet
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,90 +20,21 @@ import torch
 from torch import Tensor
 
 from neuralsim.errors import UserError
-from neuralsim.runtime import atomic_write_json, read_json, to_plain
+from neuralsim.runtime import atomic_write_json, read_json
 from neuralsim.sampling.bins import (
-    DEFAULT_RANGES,
     FACTORS,
     DistributionFile,
     FactorBins,
     FactorSpec,
-    LightingParameterisation,
     LightingSpec,
     LightingWeights,
     ObjectDistribution,
     ObjectSpec,
 )
+from neuralsim.sampling.noise import DTYPE, PLACEMENT_DIMS, FactorNoise, ObjectNoise, RenderParams, sample_gumbel
 from neuralsim.schema import from_plain
 
-DTYPE = torch.float64
 LOGIT_FLOOR = -30.0  # logit of a bin whose probability is 0 in a JSON file without logits (p ≈ 1e-13 · p_max)
-PLACEMENT_DIMS = 3  # per-image uniforms for the renderer: image-plane shift x, y and the background
-
-
-# ----------------------------------------------------------------------------- noise and draws
-
-
-@dataclass(frozen=True)
-class FactorNoise:
-    """The noise of n draws of one factor: Gumbel(0, 1) per bin and a uniform offset within the bin."""
-
-    gumbel: Tensor  # (n, k)
-    jitter: Tensor  # (n,) in [0, 1)
-
-    def select(self, index: Tensor | slice) -> FactorNoise:
-        return FactorNoise(self.gumbel[index], self.jitter[index])
-
-
-@dataclass(frozen=True)
-class ObjectNoise:
-    """The noise of n draws of one object's render parameters; replaying it gives the same parameters."""
-
-    factors: dict[str, FactorNoise]
-    placement: Tensor  # (n, PLACEMENT_DIMS) U(0, 1): the renderer's own per-image draws (shift, background)
-
-    def __len__(self) -> int:
-        return len(self.placement)
-
-    def select(self, index: Tensor | slice) -> ObjectNoise:
-        return ObjectNoise({f: n.select(index) for f, n in self.factors.items()}, self.placement[index])
-
-
-@dataclass(frozen=True)
-class RenderParams:
-    """Render parameters of n images of one object (what a renderer consumes), and the bin of each factor."""
-
-    azimuth_deg: Tensor  # (n,) degrees in [0, 360)
-    elevation_deg: Tensor  # (n,) degrees
-    radius: Tensor  # (n,) object-space units
-    lighting: Tensor  # (n, L) weights over the lighting conditions' appearance anchors
-    bins: dict[str, Tensor] = field(default_factory=dict)  # factor → (n,) long, the bin each value came from
-    placement: Tensor | None = None  # (n, PLACEMENT_DIMS) U(0, 1) noise the renderer uses for shift and background
-
-    CONTINUOUS = ("azimuth_deg", "elevation_deg", "radius", "lighting")
-
-    def __len__(self) -> int:
-        return len(self.azimuth_deg)
-
-    def tensors(self) -> tuple[Tensor, ...]:
-        """The continuous parameters, in `CONTINUOUS` order."""
-        return tuple(getattr(self, name) for name in self.CONTINUOUS)
-
-    def with_tensors(self, tensors: Iterable[Tensor]) -> RenderParams:
-        return replace(self, **dict(zip(self.CONTINUOUS, tensors, strict=True)))
-
-    def detach(self) -> RenderParams:
-        return self.with_tensors(t.detach() for t in self.tensors())
-
-    def select(self, index: Tensor | slice) -> RenderParams:
-        return replace(self.with_tensors(t[index] for t in self.tensors()),
-                       bins={f: b[index] for f, b in self.bins.items()},
-                       placement=None if self.placement is None else self.placement[index])
-
-
-def sample_gumbel(shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype = DTYPE) -> Tensor:
-    """Standard Gumbel noise −log(−log U), U ~ U(0, 1) kept away from 0."""
-    u = torch.rand(shape, generator=generator, dtype=dtype).clamp_min(torch.finfo(dtype).tiny)
-    return -torch.log(-torch.log(u))
 
 
 # ----------------------------------------------------------------------------- one factor
@@ -367,61 +298,3 @@ class Psi:
     @classmethod
     def load(cls, path: str | Path) -> Psi:
         return cls.from_json(read_json(path, "ψ file"), f"ψ file {path}")
-
-
-# ----------------------------------------------------------------------------- initialisations
-
-
-@dataclass
-class PsiInit:
-    """How to initialise ψ: bins per factor, ranges, and `uniform` or one bin `dominant` with mass `p`."""
-
-    objects: list[str]
-    bins: dict[str, int] = field(default_factory=lambda: {"azimuth": 8, "elevation": 1, "radius": 1})
-    ranges: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_RANGES))
-    lighting: list[str] = field(default_factory=lambda: ["studio"])
-    lighting_parameterisation: LightingParameterisation = "simplex"
-    kind: str = "uniform"  # "uniform" | "dominant"
-    dominant: dict[str, dict[str, int]] = field(default_factory=dict)  # object → factor → dominant bin (0-based)
-    p: float = 0.8  # mass of the dominant bin; the rest is spread evenly
-
-
-def dominant_probs(k: int, index: int, p: float) -> np.ndarray:
-    """p on bin `index`, (1 − p)/(k − 1) on each other bin."""
-    if not 0 <= index < k:
-        raise UserError(f"Dominant bin {index} is outside the {k} bins (0-based).")
-    if not 0.0 < p <= 1.0 or (k == 1 and p != 1.0):
-        raise UserError(f"The dominant bin's probability must lie in (0, 1], got {p}.")
-    probs = np.full(k, (1.0 - p) / max(k - 1, 1))
-    probs[index] = p
-    return probs
-
-
-def init_psi(config: PsiInit) -> Psi:
-    """ψ for every object in `config.objects`: uniform, or with the configured bins dominant."""
-    if config.kind not in ("uniform", "dominant"):
-        raise UserError(f"ψ initialisation must be 'uniform' or 'dominant', not {config.kind!r}.")
-    objects = {}
-    for o in config.objects:
-        factors = {}
-        for f in FACTORS:
-            k = config.bins.get(f, 1)
-            if k < 1:
-                raise UserError(f"ψ initialisation: factor '{f}' needs at least one bin, got {k}.")
-            low, high = config.ranges.get(f, DEFAULT_RANGES[f])
-            index = config.dominant.get(o, {}).get(f) if config.kind == "dominant" else None
-            probs = np.full(k, 1.0 / k) if index is None else dominant_probs(k, index, config.p)
-            factors[f] = {"low": low, "high": high, "probs": probs}
-        n = len(config.lighting)
-        lighting = {"names": config.lighting, "weights": np.full(n, 1.0 / n), "parameterisation":
-                    config.lighting_parameterisation}
-        objects[o] = ObjectPsi.from_spec(from_plain(ObjectSpec, to_plain({**factors, "lighting": lighting}),
-                                                    "ψ initialisation"))
-    return Psi(objects)
-
-
-def circular_distance_deg(a: Tensor | float, b: Tensor | float) -> Tensor:
-    """Shortest angular distance in degrees, in [0, 180]."""
-    d = torch.remainder(torch.as_tensor(a, dtype=DTYPE) - torch.as_tensor(b, dtype=DTYPE), 360.0)
-    return torch.minimum(d, 360.0 - d)
-

@@ -9,6 +9,10 @@ from typing import Annotated
 import typer
 
 from neuralsim.errors import UserError
+from neuralsim.tasks.detector import DetectorConfig
+from neuralsim.tasks.train import TrainConfig
+
+DETECTOR, TRAIN = DetectorConfig(), TrainConfig()  # the options' defaults are the configs' own
 
 
 def register(app: typer.Typer) -> None:
@@ -16,21 +20,21 @@ def register(app: typer.Typer) -> None:
     def train_cmd(
         coco_dir: Annotated[Path, typer.Argument(help="COCO set: a folder with annotations.json and its images.")],
         out: Annotated[Path, typer.Option(help="Output model folder (model.safetensors, detector.json, metrics).")],
-        backbone: Annotated[str, typer.Option(help="resnet18, resnet34, resnet50 or mobilenet_v3.")] = "resnet18",
-        epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 10,
-        steps: Annotated[int, typer.Option(help="Exact optimiser steps instead of epochs (0: use --epochs).")] = 0,
-        batch_size: Annotated[int, typer.Option(help="Images per step.")] = 8,
-        lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")] = 1e-3,
-        trainable: Annotated[str, typer.Option(help="all, heads, heads+fpn or a regex on parameter names.")] = "all",
-        freeze_backbone: Annotated[bool, typer.Option(help="Freeze the backbone body.")] = False,
+        backbone: Annotated[str, typer.Option(help="resnet18, resnet34, resnet50 or mobilenet_v3.")] = DETECTOR.backbone,
+        epochs: Annotated[int, typer.Option(help="Passes over the data.")] = TRAIN.epochs,
+        steps: Annotated[int, typer.Option(help="Exact optimiser steps instead of epochs (0: use --epochs).")] = TRAIN.steps,
+        batch_size: Annotated[int, typer.Option(help="Images per step.")] = TRAIN.batch_size,
+        lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine).")] = TRAIN.lr,
+        trainable: Annotated[str, typer.Option(help="all, heads, heads+fpn or a regex on parameter names.")] = TRAIN.trainable,
+        freeze_backbone: Annotated[bool, typer.Option(help="Freeze the backbone body.")] = DETECTOR.freeze_backbone,
         backbone_weights: Annotated[Path | None, typer.Option(help="Local torchvision ImageNet checkpoint of the backbone.")] = None,
-        fpn_channels: Annotated[int, typer.Option(help="Channels of the feature pyramid and heads.")] = 256,
-        head_activation: Annotated[str, typer.Option(help="relu or silu (smooth Hessian).")] = "relu",
-        box_loss: Annotated[str, typer.Option(help="l1 (torchvision's), smooth_l1 (needed by `nso` to move boxes) or giou.")] = "l1",
-        hflip: Annotated[bool, typer.Option(help="Mirror images at random (augmentation).")] = False,
+        fpn_channels: Annotated[int, typer.Option(help="Channels of the feature pyramid and heads.")] = DETECTOR.fpn_channels,
+        head_activation: Annotated[str, typer.Option(help="relu or silu (smooth Hessian).")] = DETECTOR.head_activation,
+        box_loss: Annotated[str, typer.Option(help="smooth_l1, l1 (torchvision's) or giou.")] = DETECTOR.box_loss,
+        hflip: Annotated[bool, typer.Option(help="Mirror images at random (augmentation).")] = TRAIN.hflip,
         init_from: Annotated[Path | None, typer.Option(help="Model folder to warm-start from.")] = None,
         reinit: Annotated[bool, typer.Option(help="Redraw the trained parameters from --seed before training.")] = False,
-        seed: Annotated[int, typer.Option(help="Random seed (initialisation, batch order, flips).")] = 0,
+        seed: Annotated[int, typer.Option(help="Random seed (initialisation, batch order, flips).")] = TRAIN.seed,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
         overwrite: Annotated[bool, typer.Option(help="Replace an output folder that holds files.")] = False,
     ) -> None:

@@ -180,19 +180,14 @@ def _mobilenet_v3_fpn(config: DetectorConfig) -> BackboneWithFPN:
 # ----------------------------------------------------------------------------- building
 
 
-def build_detector(name: str, num_classes: int, *, category_names: list[str] | None = None, image_size: int = 128,
-                   norm: str | None = None, head_norm: bool = True, head_activation: str = "relu",
-                   fpn_channels: int = 256, anchor_sizes: list[float] | None = None, box_loss: str = "l1",
-                   freeze_backbone: bool = False, backbone_weights: str | Path | None = None,
-                   score_thresh: float = 0.05, seed: int = 0) -> Detector:
-    """A RetinaNet with backbone `name`, initialised from `seed` (from scratch unless `backbone_weights`
-    names a local torchvision classification checkpoint; `norm` then defaults to 'frozen_bn')."""
-    if norm is None:
-        norm = "frozen_bn" if backbone_weights is not None else "group"
-    config = DetectorConfig(backbone=name, num_classes=num_classes, category_names=list(category_names or []),
-                            image_size=image_size, norm=norm, head_norm=head_norm, head_activation=head_activation,
-                            fpn_channels=fpn_channels, anchor_sizes=list(anchor_sizes or []), box_loss=box_loss,
-                            freeze_backbone=freeze_backbone, score_thresh=score_thresh)
+def build_detector(name: str, num_classes: int, *, backbone_weights: str | Path | None = None, seed: int = 0,
+                   **settings) -> Detector:
+    """A RetinaNet with backbone `name`, initialised from `seed` (from scratch unless `backbone_weights` names a
+    local torchvision classification checkpoint; `norm` then defaults to 'frozen_bn'); `settings` are any other
+    `DetectorConfig` fields, at its defaults when left out."""
+    if backbone_weights is not None:
+        settings.setdefault("norm", "frozen_bn")
+    config = DetectorConfig(backbone=name, num_classes=num_classes, **settings)
     model = build_from_config(config, seed=seed)
     if backbone_weights is not None:
         load_backbone_weights(model, backbone_weights)

@@ -3,9 +3,12 @@
 import hashlib
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from neuralsim.data.transforms import load_capture
+
+pytestmark = pytest.mark.slow  # end to end through the CLI or Mitsuba: `make test-fast` leaves them out
 
 
 def digest(folder):

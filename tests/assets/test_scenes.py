@@ -11,6 +11,8 @@ from pycocotools.coco import COCO
 from neuralsim.assets.scenes import composite_by_depth
 from neuralsim.data.boxes import box_from_mask
 
+pytestmark = pytest.mark.slow  # end to end through the CLI or Mitsuba: `make test-fast` leaves them out
+
 
 def test_composite_by_depth_handles_occlusion():
     # Object 0 covers columns 0..5 at depth 5; object 1 covers columns 3..8 at depth 3 (in front).

@@ -9,7 +9,7 @@ from neuralsim.bilevel.data import full_image_vjp
 from neuralsim.bilevel.estimators import METHODS, SecondOrderConfig, StepInputs, method_config
 from neuralsim.bilevel.inverse_hvp import InverseHVPConfig
 from neuralsim.bilevel.toy import fit
-from neuralsim.runtime import PhaseClock
+from neuralsim.clock import PhaseClock
 from neuralsim.sampling.optim import PsiOptimizer, PsiOptimizerConfig
 
 TARGET_BIN, STEPS = 1, 6

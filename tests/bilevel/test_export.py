@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from neuralsim.sampling.psi import PsiInit, init_psi
+from neuralsim.sampling.init import PsiInit, init_psi
 
 SIZE = 24
 

@@ -12,8 +12,8 @@ from neuralsim.bilevel.estimators.influence import influence, probe_bin_means
 from neuralsim.bilevel.estimators.nso import NSOConfig, pathwise
 from neuralsim.bilevel.inverse_hvp import InverseHVPConfig, inverse_hvp
 from neuralsim.bilevel.toy import exact_expected_gradient, fit
+from neuralsim.clock import PhaseClock
 from neuralsim.errors import UserError
-from neuralsim.runtime import PhaseClock
 from neuralsim.sampling.psi import RenderParams
 
 EXACT = InverseHVPConfig(damping=0.0, iterations=200, tol=1e-13)

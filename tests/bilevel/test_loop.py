@@ -18,7 +18,8 @@ from neuralsim.bilevel.inverse_hvp import InverseHVPConfig
 from neuralsim.bilevel.loop import BilevelRun
 from neuralsim.data.coco import CocoBuilder
 from neuralsim.errors import UserError
-from neuralsim.sampling.psi import Psi, PsiInit, init_psi
+from neuralsim.sampling.init import PsiInit, init_psi
+from neuralsim.sampling.psi import Psi
 from neuralsim.tasks.checkpoint import load_detector, save_detector
 from neuralsim.tasks.detector import DetectorConfig
 from neuralsim.tasks.evaluate import image_losses
@@ -138,17 +139,17 @@ def test_influence_renders_its_probes(assets, tmp_path):
     assert record["renders"] == {"training": 6, "probe_renders": 32} and record["images_rendered"] == 38
 
 
-@pytest.mark.slow
 def test_optimize_runs_from_a_config_of_fields_val_and_test(cli, assets, tmp_path):
     """The smallest config: everything else at its defaults (influence, the validation images' size, a detector
-    pre-trained on ψ₀ in the run folder); one outer step."""
+    pre-trained on ψ₀ in the run folder), only the sizes made small on the command line."""
     minimal = {"fields": {"a": str(assets / "field"), "b": str(assets / "field")}, "val": str(assets / "val"),
                "test": str(assets / "test")}
     (tmp_path / "optimize.json").write_text(json.dumps(minimal))
-    r = cli("optimize", tmp_path / "optimize.json", "--out", tmp_path / "run", "--steps", "1")
+    r = cli("optimize", tmp_path / "optimize.json", "--out", tmp_path / "run", "--steps", "1", "--images-per-object", "4",
+            "--pretrain.images-per-object", "4", "--pretrain.epochs", "2", "--hypergradient.hvp-images", "4")
     assert r.returncode == 0, r.stderr
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert saved["method"]["method"] == "influence" and saved["steps"] == 1
+    assert saved["method"]["method"] == "influence" and saved["steps"] == 1 and saved["pretrain"]["epochs"] == 2
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
     assert record["method"] == "influence" and record["hypergradient_norm"] > 0
     assert (tmp_path / "run" / "pretrained").is_dir() and (tmp_path / "run" / "report.html").is_file()
@@ -178,7 +179,14 @@ def test_bad_configs(assets, tmp_path):
         BilevelRun(dataclasses.replace(cfg, factors=["azimuth", "elevation"]), tmp_path / "v")
     with pytest.raises(UserError, match="source.size is 48"):
         BilevelRun(dataclasses.replace(cfg, source=SourceConfig(size=48)), tmp_path / "u")
-    assert not any((tmp_path / d).exists() for d in "xwvu")
+    wide = CocoBuilder(["a", "b"])  # 48x32: the renders are square, so the width must match the height too
+    (tmp_path / "wide" / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((SIZE, 48, 3), np.uint8)).save(tmp_path / "wide/images/0.png")
+    wide.add_annotation(wide.add_image("images/0.png", 48, SIZE), "a", [2, 2, 10, 10])
+    wide.save(tmp_path / "wide" / "annotations.json")
+    with pytest.raises(UserError, match="Validation images are 48x32 px; the training renders are square"):
+        BilevelRun(dataclasses.replace(cfg, val=str(tmp_path / "wide"), source=SourceConfig(size=SIZE)), tmp_path / "t")
+    assert not any((tmp_path / d).exists() for d in "xwvut")
 
 
 def test_resume_before_the_first_checkpoint_drops_the_logged_step(assets, tmp_path):
@@ -245,12 +253,23 @@ def test_shots_of_other_categories_are_refused(assets, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_resume_refuses_overrides_it_would_ignore(cli, tmp_path):
-    (tmp_path / "optimize.json").write_text("{}")
-    r = cli("optimize", tmp_path / "optimize.json", "--out", tmp_path / "run", "--resume", "--method", "ns",
-            "--seed", "3")
-    assert r.returncode == 2 and "only --steps may change, not --method, --seed" in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+def test_resume_refuses_overrides_it_would_ignore(cli, assets, tmp_path):
+    from neuralsim.runtime import RunDir, to_plain
+
+    RunDir(tmp_path / "run", to_plain(config(assets)))  # a run begun, as its folder records it
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    r = cli("optimize", "--out", tmp_path / "run", "--resume", "--seed", "3", "method:ns")
+    assert r.returncode == 2 and "only --steps may change, not method, seed" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+
+
+def test_settings_on_the_command_line_override_the_config(cli, tmp_path):
+    (tmp_path / "optimize.json").write_text(json.dumps({"fields": {"a": "f"}, "val": "v", "test": "t"}))
+    r = cli("optimize", tmp_path / "optimize.json", "--out", tmp_path / "run", "--stepz", "3")
+    assert r.returncode == 2 and "'--stepz 3' are not all known settings" in r.stderr, r.stderr
+    r = cli("optimize", tmp_path / "optimize.json", "--help")
+    assert r.returncode == 0 and "--images-per-object" in r.stdout and "method:nso" in r.stdout
+    assert not (tmp_path / "run").exists()
 
 
 def test_psi_objects_leaves_the_other_objects_psi_alone(assets, tmp_path):

@@ -4,7 +4,7 @@ import torch
 
 from neuralsim.bilevel.estimators import SecondOrderConfig, StepInputs
 from neuralsim.bilevel.estimators.lts import LTSConfig
-from neuralsim.runtime import PhaseClock
+from neuralsim.clock import PhaseClock
 from neuralsim.sampling.psi import DTYPE
 
 

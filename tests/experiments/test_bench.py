@@ -9,6 +9,8 @@ import pytest
 
 from neuralsim.experiments.gaps import GAPS
 
+pytestmark = pytest.mark.slow  # end to end through the CLI or Mitsuba: `make test-fast` leaves them out
+
 TINY = {
     "gap": "pose", "objects": ["002_master_chef_can", "019_pitcher_base"], "biased": ["019_pitcher_base"],
     "size": 32, "capture_views": 8, "fit_steps": 20, "fit_rays": 512, "val_per_object": 2, "test_per_object": 2,
@@ -256,3 +258,12 @@ def test_the_summary_measures_tv_against_the_benchs_own_target_bin(tmp_path, tar
     (run / "metrics.jsonl").write_text(json.dumps(step) + "\n")
     (row,) = summarise(tmp_path)["rows"]
     assert row["tv_last/025_mug"] == pytest.approx(tv)
+
+
+def test_any_bench_setting_may_be_given_on_the_command_line():
+    from neuralsim.experiments.recipes import BenchConfig, demo
+    from neuralsim.schema import from_args
+
+    bench = from_args(BenchConfig, demo("zoom"), ["--optimize.psi-optimizer.lr", "2", "--retrain-per-object", "8"], "p")
+    assert (bench.optimize.psi_optimizer.lr, bench.retrain_per_object) == (2.0, 8)
+    assert bench.optimize.steps == demo("zoom").optimize.steps  # the rest stays as the preset has it

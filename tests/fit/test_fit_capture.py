@@ -230,3 +230,19 @@ def test_cli_resume_of_a_fit_written_by_another_version_exits_2(sphere_capture, 
     err = capsys.readouterr().err.strip()
     assert err == (f"error: Cannot resume: {out} was written by neuralsim 0.0.1, this is neuralsim "
                    f"{neuralsim.__version__}; start the run again with --overwrite."), err
+
+
+@pytest.mark.slow
+def test_two_fits_at_two_threads_at_once_give_the_same_field(sphere_capture, tmp_path):
+    """Same seed, same bytes at the thread count a run uses, even with another run competing for the cores: the
+    backward of indexing with repeated indices (each ray's appearance embedding) must not add with atomics."""
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"OMP_NUM_THREADS": "2"}
+    args = ["--steps", "30", "--rays-per-step", "2048"]
+    runs = [subprocess.Popen([sys.executable, "-m", "neuralsim", "fit", str(sphere_capture), "--out", str(tmp_path / n),
+                              *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for n in "ab"]
+    assert all(r.wait(timeout=600) == 0 for r in runs), [r.stderr.read() for r in runs]
+    assert (tmp_path / "a" / "field.safetensors").read_bytes() == (tmp_path / "b" / "field.safetensors").read_bytes()

@@ -8,17 +8,8 @@ import torch
 
 from neuralsim.errors import UserError
 from neuralsim.sampling.bins import ObjectDistribution
-from neuralsim.sampling.psi import (
-    DTYPE,
-    FactorNoise,
-    FactorPsi,
-    Psi,
-    PsiInit,
-    circular_distance_deg,
-    dominant_probs,
-    init_psi,
-    project_simplex,
-)
+from neuralsim.sampling.init import PsiInit, circular_distance_deg, dominant_probs, init_psi
+from neuralsim.sampling.psi import DTYPE, FactorNoise, FactorPsi, Psi, project_simplex
 
 
 def azimuth(probs, dtype=DTYPE) -> FactorPsi:

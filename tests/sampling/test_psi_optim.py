@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from neuralsim.errors import UserError
+from neuralsim.sampling.init import PsiInit, init_psi
 from neuralsim.sampling.optim import PsiOptimizer, PsiOptimizerConfig
-from neuralsim.sampling.psi import DTYPE, PsiInit, init_psi
+from neuralsim.sampling.psi import DTYPE
 
 
 def make_psi():

@@ -87,9 +87,10 @@ def test_box_term_matches_finite_difference_of_the_targets(make_detector, make_b
     assert abs(float(analytic - fd)) <= 1e-4 * abs(float(fd))
 
 
-def test_box_term_vanishes_under_the_l1_box_loss(setup):
+def test_box_term_vanishes_under_the_l1_box_loss(make_detector, make_batch):
     """∇θ of an L1 loss holds only the sign of each residual: piecewise constant in the boxes."""
-    model, images, targets = setup
+    model = make_detector(seed=1, head_activation="silu", box_loss="l1").double()
+    images, targets = make_batch(torch.float64)
     params = select_params(model, "heads")
     _, e_boxes = mixed_term_with_boxes(model, params, images, targets, _random_like(params, 7))
     assert model.config.box_loss == "l1"

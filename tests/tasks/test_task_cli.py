@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end to end through the CLI or Mitsuba: `make test-fast` leaves them out
+
 
 def test_train_then_evaluate(cli, shapes_set, tmp_path):
     model_dir = tmp_path / "model"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Union
 
 from pydantic import Field
+from tyro.conf import subcommand
 
 from neuralsim.bilevel.estimators.autosim import AutoSimConfig
 from neuralsim.bilevel.estimators.base import SecondOrderConfig, StepInputs, StepOutcome
@@ -22,9 +23,11 @@ METHODS: dict[str, type] = {c.method: c for c in METHOD_CONFIGS}
 """Method name → its config class, whose defaults are the method's measured best settings; in the order reports
 show them (the baseline first, ours last)."""
 
-MethodConfig = Annotated[Union[NSConfig, NSOConfig, AutoSimConfig, InfluenceConfig, LTSConfig],  # noqa: UP007
-                         Field(discriminator="method")]
-"""One method and its own settings, tagged by `method` (in a JSON config: {"method": "nso", "tau": 0.2})."""
+MethodConfig = Annotated[
+    Union[tuple(Annotated[c, subcommand(c.method)] for c in METHOD_CONFIGS)],  # noqa: UP007
+    Field(discriminator="method")]
+"""One method and its own settings, tagged by `method` (in a JSON config: {"method": "nso", "tau": 0.2}; on the
+command line the subcommand `method:nso` and `--method.tau 0.2`)."""
 
 LOGITS_ONLY = ("autosim", "lts")
 """Methods whose estimate covers the bin logits only: lighting weights are mixed, not drawn."""

@@ -11,7 +11,7 @@ from torch import Tensor
 from neuralsim.bilevel.data import TrainingSet
 from neuralsim.bilevel.estimators.base import Implicit, grads_of
 from neuralsim.bilevel.task import SecondOrderTask
-from neuralsim.runtime import PhaseClock
+from neuralsim.clock import PhaseClock
 from neuralsim.sampling.psi import Psi
 
 

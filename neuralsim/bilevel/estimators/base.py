@@ -13,8 +13,8 @@ from torch import Tensor
 from neuralsim.bilevel.data import Render, RenderVJP, TrainingSet, draw_training_set
 from neuralsim.bilevel.inverse_hvp import InverseHVPConfig, InverseHVPResult, inverse_hvp
 from neuralsim.bilevel.task import SecondOrderTask
+from neuralsim.clock import PhaseClock
 from neuralsim.errors import UserError
-from neuralsim.runtime import PhaseClock
 from neuralsim.sampling.psi import Psi
 
 

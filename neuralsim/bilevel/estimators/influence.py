@@ -13,8 +13,8 @@ from neuralsim.bilevel.data import Render, RenderVJP, TrainingSet
 from neuralsim.bilevel.estimators.base import Implicit, add_grads
 from neuralsim.bilevel.estimators.nso import pathwise
 from neuralsim.bilevel.task import SecondOrderTask
+from neuralsim.clock import PhaseClock
 from neuralsim.errors import UserError
-from neuralsim.runtime import PhaseClock
 from neuralsim.sampling.bins import FACTORS
 from neuralsim.sampling.psi import ObjectPsi, Psi, RenderParams
 

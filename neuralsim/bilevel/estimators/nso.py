@@ -12,8 +12,8 @@ from torch import Tensor
 from neuralsim.bilevel.data import RenderVJP, TrainingSet
 from neuralsim.bilevel.estimators.base import Implicit, add_grads, grads_of
 from neuralsim.bilevel.task import SecondOrderTask
+from neuralsim.clock import PhaseClock
 from neuralsim.errors import UserError
-from neuralsim.runtime import PhaseClock
 from neuralsim.sampling.bins import FACTORS
 from neuralsim.sampling.psi import Psi
 
