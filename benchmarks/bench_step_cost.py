@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from neuralsim.bilevel.config import OptimizeConfig, load_config
-from neuralsim.bilevel.estimators.nso import NSOConfig
+from neuralsim.bilevel.estimators import SecondOrderConfig
 from neuralsim.bilevel.loop import BilevelRun
 from neuralsim.clock import peak_memory_mb
 from neuralsim.data.coco import load_coco
@@ -64,7 +64,8 @@ def step_config(bench: BenchConfig, fields: dict[str, str], sets: dict[str, str]
     nso = bench.with_methods(["nso"]).methods[0]
     return dataclasses.replace(
         bench.optimize, fields=fields, val=sets["val"], test=sets["test"], psi=str(psi_path),
-        factors=[bench.gap_spec.factor], method=dataclasses.replace(nso, replay_batch=replay_batch), steps=1,
+        factors=[bench.gap_spec.factor], method=nso, steps=1,
+        hypergradient=dataclasses.replace(bench.optimize.hypergradient, replay_batch=replay_batch),
         source=dataclasses.replace(bench.optimize.source, size=size, patch_rays=patch_rays),
         detector_init=str(detector), device=bench.device)
 
@@ -99,7 +100,7 @@ def main() -> None:
     ap.add_argument("--objects", default="paper", help="'paper' (the six) or 'demo' (the demo's four)")
     ap.add_argument("--images-per-object", type=int, default=50)
     ap.add_argument("--patch-rays", type=int, default=1024)
-    ap.add_argument("--replay-batch", type=int, default=NSOConfig.replay_batch, help="images per e_j batch in pass 2")
+    ap.add_argument("--replay-batch", type=int, default=SecondOrderConfig.replay_batch, help="images per e_j batch in pass 2")
     ap.add_argument("--fpn-channels", type=int, default=None, help="the detector's pyramid and head channels (default: the recipes')")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--child", nargs=2, metavar=("CONFIG", "RUN_DIR"), help=argparse.SUPPRESS)

@@ -59,7 +59,7 @@ def hypergradient(toy, method, psi, train, task, generator):
     """v exactly, then `method`'s estimate of every trainable leaf."""
     inverse = solve_v(task, EXACT, PhaseClock())
     grads = method.estimate(psi, train, task, inverse.v, render=toy.render, render_vjp=full_image_vjp(toy.render),
-                            generator=generator, clock=PhaseClock())
+                            generator=generator, clock=PhaseClock(), replay_batch=4)
     return zero_missing(psi, grads), inverse
 
 

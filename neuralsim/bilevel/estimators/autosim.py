@@ -26,7 +26,7 @@ class AutoSimConfig(Implicit):
 
     optimises_psi = True
 
-    def estimate(self, psi, train, task, v, *, render, render_vjp, generator, clock):
+    def estimate(self, psi, train, task, v, *, render, render_vjp, generator, clock, replay_batch):
         return score_function(psi, train, task, v, self.baseline, clock)
 
 

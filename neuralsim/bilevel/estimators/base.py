@@ -27,11 +27,16 @@ class SecondOrderConfig:
     inner training trains (`train.trainable`)."""
     hvp_images: int = 48
     """Training images in the Hessian's subsample."""
+    replay_batch: int = 16
+    """Images replayed together in pass 2 (nso, and influence's lighting part): e_j of a batch costs one double
+    backward through the detector; the render VJP stays per image and patch-wise, so the renderer's memory does not
+    grow with it."""
     inverse_hvp: InverseHVPConfig = field(default_factory=InverseHVPConfig)
 
     def __post_init__(self):
-        if self.hvp_images < 1:
-            raise UserError(f"hypergradient.hvp_images must be at least 1, got {self.hvp_images}.")
+        if self.hvp_images < 1 or self.replay_batch < 1:
+            raise UserError(f"hypergradient.hvp_images and replay_batch must be at least 1, got {self.hvp_images} "
+                            f"and {self.replay_batch}.")
 
 
 @dataclass
@@ -110,7 +115,8 @@ class Implicit:
         return None
 
     def estimate(self, psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tensor, *, render: Render,
-                 render_vjp: RenderVJP, generator: torch.Generator, clock: PhaseClock) -> dict[str, Tensor]:
+                 render_vjp: RenderVJP, generator: torch.Generator, clock: PhaseClock,
+                 replay_batch: int) -> dict[str, Tensor]:
         raise NotImplementedError
 
     def step(self, inputs: StepInputs) -> StepOutcome:
@@ -122,7 +128,7 @@ class Implicit:
         task = inputs.task(inputs.model, train)
         inverse = solve_v(task, inputs.second_order.inverse_hvp, clock)
         grads = self.estimate(inputs.psi, train, task, inverse.v, render=inputs.render, render_vjp=inputs.render_vjp,
-                              generator=inputs.generator, clock=clock)
+                              generator=inputs.generator, clock=clock, replay_batch=inputs.second_order.replay_batch)
         share = len(train) / (len(train) + inputs.shots)
         grads = {n: share * g for n, g in zero_missing(inputs.psi, grads).items()}
         return StepOutcome(inputs.model, grads, train, inverse, training_renders=len(train))

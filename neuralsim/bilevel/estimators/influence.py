@@ -33,19 +33,16 @@ class InfluenceConfig(Implicit):
     bin (common random numbers): each bin's mean stays unbiased and what is common cancels between bins."""
     pathwise_lighting: bool = True
     """Lighting weights by the pathwise gradient over the training set (else they stay)."""
-    replay_batch: int = 16
-    """Images replayed together by the pathwise lighting part (as nso's)."""
 
     optimises_psi = True
 
     def __post_init__(self):
-        if self.probes_per_bin < 1 or self.replay_batch < 1:
-            raise UserError(f"influence needs probes_per_bin ≥ 1 and replay_batch ≥ 1, got {self.probes_per_bin} "
-                            f"and {self.replay_batch}.")
+        if self.probes_per_bin < 1:
+            raise UserError(f"influence needs probes_per_bin ≥ 1, got {self.probes_per_bin}.")
 
-    def estimate(self, psi, train, task, v, *, render, render_vjp, generator, clock):
+    def estimate(self, psi, train, task, v, *, render, render_vjp, generator, clock, replay_batch):
         return influence(psi, train, task, v, render, generator, self.probes_per_bin,
-                         render_vjp if self.pathwise_lighting else None, self.replay_batch, clock, self.paired_probes)
+                         render_vjp if self.pathwise_lighting else None, replay_batch, clock, self.paired_probes)
 
 
 def probe_bin_means(obj: ObjectPsi, factor: str, name: str, render: Render, task: SecondOrderTask, v: Tensor,

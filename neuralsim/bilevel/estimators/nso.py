@@ -25,9 +25,6 @@ class NSOConfig(Implicit):
     method: Literal["nso"] = "nso"
     tau: float = 0.1
     """Temperature of the relaxed draws (Tool 1)."""
-    replay_batch: int = 16
-    """Images replayed together in pass 2: e_j of a batch costs one double backward through the detector; the
-    render VJP stays per image and patch-wise, so the renderer's memory does not grow with it."""
     pathwise_labels: bool = True
     """Move each image's boxes with the render (needs a smooth box loss: under L1, ∇θ of the loss holds only the
     signs of the box residuals)."""
@@ -35,15 +32,15 @@ class NSOConfig(Implicit):
     optimises_psi = True
 
     def __post_init__(self):
-        if not self.tau > 0 or self.replay_batch < 1:
-            raise UserError(f"nso needs tau > 0 and replay_batch ≥ 1, got {self.tau} and {self.replay_batch}.")
+        if not self.tau > 0:
+            raise UserError(f"nso needs tau > 0, got {self.tau}.")
 
     @property
     def draw_tau(self) -> float | None:
         return self.tau
 
-    def estimate(self, psi, train, task, v, *, render, render_vjp, generator, clock):
-        return pathwise(psi, train, task, v, render_vjp, self.replay_batch, labels=self.pathwise_labels, clock=clock)
+    def estimate(self, psi, train, task, v, *, render, render_vjp, generator, clock, replay_batch):
+        return pathwise(psi, train, task, v, render_vjp, replay_batch, labels=self.pathwise_labels, clock=clock)
 
 
 def pathwise(psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tensor, render_vjp: RenderVJP,
