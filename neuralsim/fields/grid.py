@@ -24,9 +24,8 @@ class GridFieldConfig:
     feature_resolution: int = 48
     """Vertices per axis of the colour-feature grid."""
     feature_channels: int = 16
-    """Channels of the colour-feature grid. 16 with 16-d embeddings, against 12 and 8, lifted the held-out PSNR of five
-    of the six paper objects (+0.3 to +1.3 dB at 64 px, 4 lighting conditions) for ~10 % more fitting time
-    (docs/RESULTS.md, *The colour head's capacity*)."""
+    """Channels of the colour-feature grid (with the 16-d embeddings: enough capacity for several lighting
+    conditions; the comparison with 12 and 8 is in docs/notebook/)."""
     appearance_dim: int = 16
     """Length of each NeRF-W appearance embedding."""
     hidden_width: int = 64

@@ -42,9 +42,8 @@ class FitConfig:
     rays_per_step: int = 4096
     """Rays in each random batch (drawn from all training pixels)."""
     lr_density: float = 0.3
-    """Adam learning rate of the density grid. At 0.1, like the other grid, a 250-step fit left surfaces translucent
-    (no sample step along a ray through the object more than ≈ 0.15 opaque, ~110 samples per ray before it
-    stopped); 0.3 gives +3 dB held-out PSNR in the same steps (docs/RESULTS.md)."""
+    """Adam learning rate of the density grid, higher than the colour grid's so that a short fit makes surfaces
+    opaque rather than translucent (docs/notebook/)."""
     lr_grid: float = 0.1
     """Adam learning rate of the colour-feature grid."""
     lr_mlp: float = 1e-3
@@ -58,16 +57,14 @@ class FitConfig:
     needs fewer samples per ray, so every later render (pass 1 and 2 of the loop) is cheaper."""
     tv_density: float = 4e-7
     """Weight of the density grid's total variation (its squared gradient per object unit, averaged over the grid). With
-    `tv_features` and `appearance_spread` it keeps a long fit from memorising the training views: without them the
-    mug's held-out PSNR peaked at 27.6 dB (step 400) and fell to 26.7 dB by step 1500 while the training views rose to
-    32 dB; with them it rises to 29.5 dB (docs/RESULTS.md, *Held-out PSNR that falls as the fit goes on*)."""
+    `tv_features` and `appearance_spread` it keeps a long fit from memorising the training views, so that the held-out
+    PSNR keeps rising as the fit goes on (docs/notebook/)."""
     tv_features: float = 2e-5
-    """Weight of the colour-feature grid's total variation (as `tv_density`). On the mug 2e-5 and 2e-4 both add
-    0.4 dB over 0; 2e-4 cost a 16³ test grid 3 dB (its texture is sharper than its vertices)."""
+    """Weight of the colour-feature grid's total variation (as `tv_density`); small, since a texture may be sharper
+    than the grid's vertices."""
     appearance_spread: float = 1e-2
-    """Weight of the appearance embeddings' mean squared distance from their lighting condition's anchor. Renders
-    use the anchors; free per-image embeddings drifted apart (within-condition spread 1.3 against 1.6 between
-    anchors at 1500 steps) and the anchor rendered the training views 4.4 dB worse than their own embeddings."""
+    """Weight of the appearance embeddings' mean squared distance from their lighting condition's anchor. Renders use
+    the anchors, so the per-image embeddings are kept near them (free ones drift apart and the anchor renders worse)."""
     hull_threshold: float = 0.05
     """Alpha at or below which a training pixel carves space from the visual hull."""
     occupancy_start: int = 200
