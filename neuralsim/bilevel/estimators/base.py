@@ -3,6 +3,7 @@ h ≈ dL_val/dψ, from `StepInputs` to a typed `StepOutcome`; and the second-ord
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,7 +105,7 @@ def solve_v(task: SecondOrderTask, config: InverseHVPConfig, clock: PhaseClock) 
 
 
 @dataclass
-class Implicit:
+class Implicit(ABC):
     """The implicit-gradient methods' outer step: draw D_train(ψ_t) (relaxed under `draw_tau`), train on it, solve
     v, then `estimate` h. L_train averages over the N renders and S shots, and only the renders depend on ψ, so h
     is scaled by N/(N + S)."""
@@ -114,10 +115,11 @@ class Implicit:
         """τ for pass 1: relaxed draws for a pathwise estimator, exact discrete draws (None) for the others."""
         return None
 
+    @abstractmethod
     def estimate(self, psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tensor, *, render: Render,
                  render_vjp: RenderVJP, generator: torch.Generator, clock: PhaseClock,
                  replay_batch: int) -> dict[str, Tensor]:
-        raise NotImplementedError
+        """h per trainable ψ leaf from v (leaves it does not cover may be left out)."""
 
     def step(self, inputs: StepInputs) -> StepOutcome:
         clock = inputs.clock
