@@ -25,6 +25,16 @@ _COMMAND_MODULES = [
     "neuralsim.experiments.cli",
 ]
 
+
+
+@app.callback()
+def _before_every_command() -> None:
+    """Every command runs with deterministic algorithms: same seed, same bytes at its thread count."""
+    from neuralsim.runtime import make_deterministic
+
+    make_deterministic()
+
+
 for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
@@ -32,9 +42,7 @@ for _name in _COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; a `UserError` or bad value becomes `error: …` and exit code 2."""
     from neuralsim.errors import UserError
-    from neuralsim.runtime import make_deterministic
 
-    make_deterministic()
     try:
         app(args=argv, standalone_mode=True)
     except UserError as e:

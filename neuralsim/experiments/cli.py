@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from neuralsim.bilevel.estimators import METHODS
 from neuralsim.errors import UserError
 
 if TYPE_CHECKING:
@@ -61,7 +60,7 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         gap: Annotated[str, typer.Argument(help="pose, zoom, illumination or ycb21, or a bench config JSON file.")],
         out: Annotated[Path, typer.Option(help="Benchmark folder: runs/, summary.json, report.html.")],
-        methods: Annotated[str | None, typer.Option(help=f"Comma-separated: {', '.join(METHODS)}.")] = None,
+        methods: Annotated[str | None, typer.Option(help="Comma-separated method names (ns, nso, influence, …; docs/config.md).")] = None,
         inits: Annotated[str | None, typer.Option(help="Comma-separated ψ initialisations: same, uniform, different.")] = None,
         seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds.")] = None,
         steps: Annotated[int | None, typer.Option(help="Outer steps per run.")] = None,

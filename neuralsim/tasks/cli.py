@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 
 from neuralsim.errors import UserError
-from neuralsim.tasks.detector import DetectorConfig
-from neuralsim.tasks.train import TrainConfig
+from neuralsim.tasks.config import DetectorConfig, TrainConfig
 
 DETECTOR, TRAIN = DetectorConfig(), TrainConfig()  # the options' defaults are the configs' own
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,47 +19,9 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from neuralsim.errors import UserError
+from neuralsim.tasks.config import DetectorConfig
 
 Targets = list[dict[str, Tensor]]  # per image: "boxes" (n, 4) xyxy pixels, "labels" (n,) int64, 0-based
-
-
-@dataclass
-class DetectorConfig:
-    """Everything needed to rebuild a detector; saved as JSON beside its weights."""
-
-    backbone: str = "resnet18"
-    """Backbone name from the registry: resnet18, resnet34, resnet50 or mobilenet_v3."""
-    num_classes: int = 1
-    """Number of classes; model label k is COCO category id k + 1."""
-    category_names: list[str] = field(default_factory=list)
-    """Name of each class in label order (may be empty)."""
-    image_size: int = 128
-    """Side of the square training images in pixels; anchor sizes follow it. Images are never resized."""
-    norm: str = "group"
-    """Backbone normalisation: 'group' (GroupNorm, from scratch) or 'frozen_bn' (for pretrained weights)."""
-    head_norm: bool = True
-    """GroupNorm inside the classification and box heads."""
-    head_activation: str = "relu"
-    """Activation in the heads: 'relu' or 'silu' (smooth, so the Hessian is not piecewise)."""
-    fpn_channels: int = 256
-    """Channels of the feature pyramid and the heads."""
-    anchor_sizes: list[float] = field(default_factory=list)
-    """Base anchor size (pixels) for each of the 5 pyramid levels; empty: image_size/8 · 2^level."""
-    box_loss: str = "smooth_l1"
-    """Box regression loss: 'smooth_l1', 'l1' (torchvision's default) or 'giou'. Under 'l1', ∇θ of the loss
-    holds only the sign of each box residual, so the pathwise hypergradient (`nso`) cannot see a box move:
-    use 'smooth_l1' or 'giou' for it to follow the labels."""
-    freeze_backbone: bool = False
-    """Freeze the backbone body (the paper trains only the FPN and heads on a pretrained backbone)."""
-    score_thresh: float = 0.05
-    """Detections below this score are dropped."""
-    nms_thresh: float = 0.5
-    """IoU threshold of per-class non-maximum suppression."""
-    detections_per_img: int = 100
-    """At most this many detections per image (COCO evaluates 100)."""
-
-    def resolved_anchor_sizes(self) -> list[float]:
-        return list(self.anchor_sizes) or [self.image_size / 8 * 2**k for k in range(5)]
 
 
 @dataclass

@@ -11,45 +11,10 @@ import torch
 
 from neuralsim.errors import UserError
 from neuralsim.runtime import RunDir, derive_seed, progress
+from neuralsim.tasks.config import TrainConfig
 from neuralsim.tasks.data import DetectionData, hflip, to_device
 from neuralsim.tasks.detector import Detector, build_from_config
 from neuralsim.tasks.second_order import select_params
-
-
-@dataclass
-class TrainConfig:
-    """How to train a detector on one dataset."""
-
-    epochs: int = 10
-    """Passes over the data (ignored when `steps` > 0)."""
-    steps: int = 0
-    """Exact number of optimiser steps, cycling through the data; 0 means use `epochs`."""
-    batch_size: int = 8
-    """Images per step."""
-    optimizer: str = "adamw"
-    """'adamw' or 'sgd' (with momentum)."""
-    lr: float = 1e-3
-    """Peak learning rate."""
-    weight_decay: float = 1e-4
-    """Decoupled (AdamW) or L2 (SGD) weight decay."""
-    momentum: float = 0.9
-    """SGD momentum."""
-    warmup_steps: int = 50
-    """Linear warm-up from 0 to `lr` over this many steps."""
-    schedule: str = "cosine"
-    """After warm-up: 'cosine' decay to 0 or 'constant'."""
-    grad_clip: float = 10.0
-    """Clip the gradient norm to this (0: no clipping)."""
-    trainable: str = "all"
-    """Parameters trained: 'all', 'heads', 'heads+fpn' or a regex on names (frozen ones never train)."""
-    init: str = "warm"
-    """'warm' continues from the model's weights; 'reinit' redraws the trainable ones from `seed` first."""
-    hflip: bool = False
-    """Mirror each image with probability 1/2 (augmentations are off by default)."""
-    seed: int = 0
-    """Seeds the batch order, the flips and a re-initialisation."""
-    log_every: int = 10
-    """Log the mean losses every this many steps."""
 
 
 @dataclass
