@@ -10,7 +10,7 @@ import numpy as np
 
 from neuralsim.experiments.gaps import total_variation
 from neuralsim.experiments.report import Report, image_grid, plot_curves, plot_psi_history
-from neuralsim.runtime import RunDir, read_json
+from neuralsim.runtime import read_json
 from neuralsim.sampling.psi import Psi
 
 VALUE_KEY = {"azimuth": "azimuth_deg", "elevation": "elevation_deg", "radius": "radius"}
@@ -49,24 +49,29 @@ def _number(value: float | None) -> str:
 
 
 def write_run_report(run_path: str | Path) -> Path:
+    """`report.html` of the run in `run_path`, from its config and its typed step records."""
+    from neuralsim.bilevel.config import OptimizeConfig
+    from neuralsim.bilevel.record import read_records
+    from neuralsim.schema import from_plain
+
     run_path = Path(run_path)
-    run = RunDir(run_path, resume=True)
-    cfg, metrics = run.config, run.metrics()
+    cfg = from_plain(OptimizeConfig, read_json(run_path / "config.json", "Run config"), f"{run_path}/config.json")
+    steps, records = zip(*read_records(run_path))
     psi = Psi.load(run_path / "psi.json")
-    report = Report(f"neuralsim optimize — {cfg['method']}")
-    steps = [m["step"] for m in metrics]
-    factors = [f for f in cfg["factors"] if cfg["method"] != "ns"] or cfg["factors"][:1]
-    first, last = metrics[0], metrics[-1]
-    report.paragraph(f"{len(metrics)} outer steps of {cfg['method']} with {cfg['images_per_object']} images per object per "
-                     f"step; test AP {first['test_ap']} → {last['test_ap']}, AP50 {first['test_ap50']} → "
-                     f"{last['test_ap50']}; validation loss {_number(first['val_loss'])} → {_number(last['val_loss'])}.",
+    method = cfg.method.method
+    report = Report(f"neuralsim optimize — {method}")
+    factors = cfg.optimised_factors() or cfg.factors[:1]
+    first, last = records[0], records[-1]
+    report.paragraph(f"{len(records)} outer steps of {method} with {cfg.images_per_object} images per object per step; "
+                     f"test AP {_points(first.test_ap)} → {_points(last.test_ap)}, AP50 {_points(first.test_ap50)} → "
+                     f"{_points(last.test_ap50)}; validation loss {_number(first.val_loss)} → {_number(last.val_loss)}.",
                      summary=True)
     report.heading("ψ over the outer steps against the test distribution")
     rows = []
     for obj in psi.objects:
         for factor in factors:
-            history = [np.array(m["psi"][obj][factor]) for m in metrics] + [np.array(last["psi_after"][obj][factor])]
-            target = test_distribution(cfg["test"], psi, obj, factor)
+            history = [np.array(r.psi[obj][factor]) for r in records] + [np.array(last.psi_after[obj][factor])]
+            target = test_distribution(cfg.test, psi, obj, factor)
             report.figure(f"psi_{obj}_{factor}", plot_psi_history(history, target, f"{obj} {factor}",
                                                                    bin_labels(psi, obj, factor)))
             if target is not None:
@@ -75,16 +80,14 @@ def write_run_report(run_path: str | Path) -> Path:
         report.table(["object", "factor", "TV(ψ first, test)", "TV(ψ last, test)"], rows,
                      "Total-variation distance between ψ and the test set's distribution")
     report.heading("Losses and AP per step")
-    losses = {"validation loss": [m["val_loss"] for m in metrics]}
-    if all("test_loss" in m for m in metrics):  # logged since 2026-12-01
-        losses["test loss"] = [m["test_loss"] for m in metrics]
+    losses = {"validation loss": [r.val_loss for r in records], "test loss": [r.test_loss for r in records]}
     report.figure("curves", plot_curves(steps, losses, "loss", "validation and test loss"))
-    report.figure("ap", plot_curves(steps, {"test AP": [m["test_ap"] or 0.0 for m in metrics],
-                                            "test AP50": [m["test_ap50"] or 0.0 for m in metrics]}, "AP", "test AP"))
+    report.figure("ap", plot_curves(steps, {"test AP": [100 * (r.test_ap or 0.0) for r in records],
+                                            "test AP50": [100 * (r.test_ap50 or 0.0) for r in records]},
+                                    "AP (points)", "test AP"))
     report.table(["class", "AP first", "AP last", "AP50 first", "AP50 last"],
-                 [[c, first["per_class"][c]["ap"] or 0.0, last["per_class"][c]["ap"] or 0.0,
-                   first["per_class"][c]["ap50"] or 0.0, last["per_class"][c]["ap50"] or 0.0] for c in last["per_class"]],
-                 "Per-class test AP at the first and last step")
+                 [[c, *(_points(r.per_class[c][k]) for k in ("ap", "ap50") for r in (first, last))]
+                  for c in last.per_class], "Per-class test AP (points) at the first and last step")
     samples = sorted((run_path / "samples").glob("step_*.png"))
     if samples:
         from PIL import Image
@@ -93,11 +96,15 @@ def write_run_report(run_path: str | Path) -> Path:
         images = [np.asarray(Image.open(p).convert("RGB")) / 255.0 for p in samples]
         report.figure("samples", image_grid(images, [p.stem for p in samples], columns=1))
     report.heading("Time and memory per step")
-    phases = sorted({k for m in metrics for k in m["seconds"] if k != "total"})
-    report.figure("time", plot_curves(steps, {p: [m["seconds"].get(p, 0.0) for m in metrics] for p in phases},
+    phases = sorted({k for r in records for k in r.seconds if k != "total"})
+    report.figure("time", plot_curves(steps, {p: [r.seconds.get(p, 0.0) for r in records] for p in phases},
                                       "seconds", "time per phase"))
     report.table(["step", "total s", "peak memory MB", "CG residual"],
-                 [[m["step"], m["seconds"]["total"], m["peak_memory_mb"], m["cg_residual"] if m["cg_residual"] is not None
-                   else "–"] for m in metrics])
-    run.close()
+                 [[t, r.seconds["total"], r.peak_memory_mb, "–" if r.cg_residual is None else r.cg_residual]
+                  for t, r in zip(steps, records)])
     return report.save(run_path)
+
+
+def _points(value: float | None) -> str:
+    """An AP in [0, 1] as points with one decimal; – where the test set has no object of it."""
+    return "–" if value is None else f"{100 * value:.1f}"
