@@ -23,6 +23,8 @@ _COMMAND_MODULES = [
     "neuralsim.fit.cli",
     "neuralsim.bilevel.cli",
     "neuralsim.experiments.cli",
+    "neuralsim.learn.cli",
+    "neuralsim.examples_cli",
 ]
 
 

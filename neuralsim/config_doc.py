@@ -75,13 +75,17 @@ def section(cls: type, done: set) -> list[str]:
 
 def render() -> str:
     from neuralsim.experiments.recipes import BenchConfig
+    from neuralsim.learn.project import ProjectConfig
 
     head = ["# Configuration", "",
-            "Every setting of `neuralsim optimize CONFIG` (`OptimizeConfig`) and `neuralsim bench CONFIG` (`BenchConfig`,",
-            "whose `optimize` is an `OptimizeConfig` shared by its runs), with its default. A JSON config names only",
-            "what differs from the defaults; `method` is chosen by its tag: `{\"method\": \"nso\", \"tau\": 0.2}`.",
+            "Every setting of `neuralsim learn PROJECT` (`ProjectConfig`), `neuralsim optimize CONFIG` (`OptimizeConfig`)",
+            "and `neuralsim bench CONFIG` (`BenchConfig`, whose `optimize` is an `OptimizeConfig` shared by its runs),",
+            "with its default. A config names only what differs from the defaults; `method` is chosen by its tag:",
+            "`{\"method\": \"nso\", \"tau\": 0.2}`. A project's `learn` starts from `default_learning()` (every factor,",
+            "4 elevation and 4 radius bins, the demo's sizes) and changes only what it names.",
             "Generated from the dataclasses by `python -m neuralsim.config_doc > docs/config.md`.", ""]
-    return "\n".join(head + section(BenchConfig, set())).rstrip() + "\n"
+    done: set = set()
+    return "\n".join(head + section(ProjectConfig, done) + section(BenchConfig, done)).rstrip() + "\n"
 
 
 if __name__ == "__main__":

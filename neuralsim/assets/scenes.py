@@ -3,6 +3,8 @@
 Each image shows one or more objects, each with azimuth, elevation, radius and lighting drawn from
 its own binned distribution (the parameterisation ψ uses), placed across the image, composited by
 depth over a background. Boxes come from each object's *visible* alpha, so occlusion is handled.
+Images are square unless a height is given; an optional camera step (blur, sensor noise, JPEG) makes them look
+photographed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuralsim.assets.camera_effects import CameraEffects
 from neuralsim.assets.meshes import load_asset
 from neuralsim.assets.renderer import GroundTruthRenderer, check_lighting
 from neuralsim.cameras import Intrinsics, spherical_to_c2w
@@ -20,7 +23,16 @@ from neuralsim.data.backgrounds import background_source
 from neuralsim.data.boxes import box_from_mask, mask_from_alpha
 from neuralsim.data.coco import CocoBuilder
 from neuralsim.errors import UserError
-from neuralsim.runtime import atomic_save_png, derive_seed, progress, read_json, safe_name, staged_output_dir, to_plain
+from neuralsim.runtime import (
+    atomic_save_png,
+    atomic_write_bytes,
+    derive_seed,
+    progress,
+    read_json,
+    safe_name,
+    staged_output_dir,
+    to_plain,
+)
 from neuralsim.sampling.bins import DistributionFile, ObjectDistribution
 from neuralsim.schema import from_plain
 
@@ -34,23 +46,30 @@ class SceneSetConfig:
     images: int = 100
     """Number of images."""
     size: int = 128
-    """Image width and height in pixels."""
+    """Image width in pixels, and height too unless `height` is given."""
+    height: int | None = None
+    """Image height in pixels; None: square images (`size` × `size`)."""
     fov_deg: float = 40.0
     """Horizontal field of view in degrees."""
     objects_per_image: tuple[int, int] = (1, 1)
     """Least and most objects in one image; image i always shows object i mod len(objects)."""
     max_shift: float = 0.15
-    """Largest move of an object's centre from the image centre, as a fraction of the image width."""
+    """Largest move of an object's centre from the image centre: horizontally a fraction of the image width,
+    vertically the same fraction of the height."""
     distributions: dict[str, ObjectDistribution] = field(default_factory=dict)
     """Per-object render-parameter distribution; objects not listed are uniform."""
     spp: int = 32
     """Path-tracing samples per pixel."""
     backgrounds: str | None = None
-    """Folder of background photos; None draws seeded procedural backgrounds."""
+    """Folder of background photos; "photos" crops the sample photos matplotlib ships; None draws seeded procedural
+    backgrounds."""
     box_threshold: float = 0.5
     """Alpha above which a pixel belongs to an object's mask."""
     min_box_pixels: int = 9
     """Connected specks smaller than this are ignored; an object with fewer visible pixels gets no box."""
+    camera: CameraEffects | None = None
+    """Blur, sensor noise and JPEG applied to each composited image before it is written; None: the clean render,
+    as PNG."""
     name: str = "scenes"
     """Name of the set (e.g. val, test): part of the seed, so val and test are separate draws, and of the image files'
     names, so a plain name (letters, digits, `_ - .`)."""
@@ -66,6 +85,10 @@ class SceneSetConfig:
             raise UserError(f"The number of images must be positive, got {self.images}.")
         if self.size <= 0:
             raise UserError(f"--size must be a positive number of pixels, got {self.size}.")
+        if self.height is not None and self.height <= 0:
+            raise UserError(f"The image height must be a positive number of pixels, got {self.height}.")
+        if self.camera is not None:
+            self.camera.validate()
         lo, hi = self.objects_per_image
         if not 1 <= lo <= hi <= len(self.objects):
             raise UserError(f"Objects per image must satisfy 1 ≤ min ≤ max ≤ {len(self.objects)}, got {lo}..{hi}.")
@@ -77,6 +100,20 @@ class SceneSetConfig:
 
     def distribution(self, obj: str) -> ObjectDistribution:
         return self.distributions.get(obj) or ObjectDistribution.uniform()
+
+    @property
+    def frame(self) -> tuple[int, int]:
+        """(width, height) of the images in pixels."""
+        return self.size, self.size if self.height is None else self.height
+
+    def record(self) -> dict:
+        """The settings as plain data for the COCO file; the image height and the camera step only where they are
+        set, so a square, clean set records what it did before either existed."""
+        plain = to_plain(self)
+        for key in ("height", "camera"):
+            if plain[key] is None:
+                del plain[key]
+        return plain
 
 
 def load_distributions(path: str | Path) -> dict[str, ObjectDistribution]:
@@ -106,6 +143,7 @@ def draw_placements(cfg: SceneSetConfig, index: int) -> list[Placement]:
     others = [o for o in cfg.objects if o != first]
     chosen = [first] + [others[i] for i in rng.permutation(len(others))[: count - 1]]
     tan_half = np.tan(np.radians(cfg.fov_deg) / 2)
+    width, height = cfg.frame
     placements = []
     for obj in chosen:
         dist = cfg.distribution(obj)
@@ -115,6 +153,7 @@ def draw_placements(cfg: SceneSetConfig, index: int) -> list[Placement]:
             values[factor], bins[factor] = float(v[0]), int(b[0])
         light = int(dist.lighting.sample(rng, 1)[0])
         shift_px = rng.uniform(-cfg.max_shift, cfg.max_shift, 2)  # fraction of the image width
+        shift_px[1] *= height / width  # vertically the same fraction of the height (× 1 for square images)
         shift = tuple(float(s * 2 * tan_half * values["radius"]) for s in shift_px)
         placements.append(Placement(obj, values["azimuth"] % 360.0, values["elevation"], values["radius"],
                                     dist.lighting.names[light], (shift[0], -shift[1]), bins))
@@ -153,7 +192,8 @@ def composite_by_depth(rgba: np.ndarray, depth: np.ndarray, background: np.ndarr
 def make_scene_set(cfg: SceneSetConfig, out: str | Path, overwrite: bool = False, device: str = "cpu") -> Path:
     """Render `cfg.images` labelled images with COCO annotations into `out` (images/ + annotations.json)."""
     cfg.validate()
-    intrinsics = Intrinsics.from_fov(cfg.size, cfg.size, cfg.fov_deg)
+    width, height = cfg.frame
+    intrinsics = Intrinsics.from_fov(width, height, cfg.fov_deg)
     background = background_source(cfg.backgrounds)
     lighting = sorted({n for o in cfg.objects for n in cfg.distribution(o).lighting.names})
     assets = {o: load_asset(o) for o in cfg.objects}
@@ -168,15 +208,20 @@ def make_scene_set(cfg: SceneSetConfig, out: str | Path, overwrite: bool = False
                       for k, p in enumerate(placements)]
             bg_rng = np.random.default_rng(derive_seed(cfg.seed, cfg.name, "background", i))
             image, visible = composite_by_depth(np.stack([l[0] for l in layers]), np.stack([l[1] for l in layers]),
-                                                background(bg_rng, cfg.size, cfg.size))
-            file_name = f"images/{cfg.name}_{i:05d}.png"
-            atomic_save_png(stage / file_name, to_uint8(linear_to_srgb(image)))
-            image_id = coco.add_image(file_name, cfg.size, cfg.size, render=[to_plain(p) for p in placements])
+                                                background(bg_rng, height, width))
+            if cfg.camera is None:
+                file_name = f"images/{cfg.name}_{i:05d}.png"
+                atomic_save_png(stage / file_name, to_uint8(linear_to_srgb(image)))
+            else:
+                file_name = f"images/{cfg.name}_{i:05d}{cfg.camera.suffix}"
+                camera_rng = np.random.default_rng(derive_seed(cfg.seed, cfg.name, "camera", i))
+                atomic_write_bytes(stage / file_name, cfg.camera.encode(cfg.camera.apply(image, camera_rng)))
+            image_id = coco.add_image(file_name, width, height, render=[to_plain(p) for p in placements])
             for p, alpha in zip(placements, visible):
                 mask = mask_from_alpha(alpha, cfg.box_threshold, cfg.min_box_pixels)
                 box = box_from_mask(mask)
                 if box is not None and mask.sum() >= cfg.min_box_pixels:
                     coco.add_annotation(image_id, assets[p.object].name, box, mask, render=to_plain(p))
             bar.advance(task)
-        coco.save(stage / "annotations.json", name=cfg.name, config=to_plain(cfg))
+        coco.save(stage / "annotations.json", name=cfg.name, config=cfg.record())
     return Path(out)

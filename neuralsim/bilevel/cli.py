@@ -72,8 +72,11 @@ def register(app: typer.Typer) -> None:
     def render_cmd(
         fields: Annotated[list[str], typer.Argument(help="OBJECT=FIELD_DIR for each object of ψ.")],
         psi: Annotated[Path, typer.Option(help="ψ file (e.g. the psi.json of an optimize run).")],
-        out: Annotated[Path, typer.Option(help="Output COCO folder (images/ + annotations.json).")],
-        n: Annotated[int, typer.Option("--n", help="Images per object.")] = 100,
+        out: Annotated[Path, typer.Option(help="Output folder: the COCO set (images/ + annotations.json), and yolo/.")],
+        n: Annotated[int, typer.Option("--n", help="Images per object (each image shows its object and maybe others).")] = 100,
+        quota: Annotated[list[str] | None, typer.Option(help="OBJECT=N: N images of this object instead of --n.")] = None,
+        objects_per_image: Annotated[int, typer.Option(help="Most objects in one image.")] = 1,
+        format: Annotated[list[str] | None, typer.Option(help="coco (always) and yolo.")] = None,
         size: Annotated[int, typer.Option(help="Image size in pixels.")] = 64,
         fov: Annotated[float, typer.Option(help="Horizontal field of view in degrees.")] = 40.0,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -82,8 +85,17 @@ def register(app: typer.Typer) -> None:
         """Render a labelled COCO dataset from fields under ψ (images, boxes, masks, render parameters)."""
         from neuralsim.bilevel.export import export_dataset
         from neuralsim.bilevel.field_source import SourceConfig
+        from neuralsim.sampling.psi import Psi
 
         if size <= 0:
             raise UserError(f"--size must be a positive number of pixels, got {size}.")
-        typer.echo(str(export_dataset(_field_pairs(fields), psi, n, out, SourceConfig(size=size, fov_deg=fov, seed=seed),
-                                      seed=seed, overwrite=overwrite)))
+        quotas = {o: n for o in Psi.load(psi).objects}
+        for pair in quota or []:
+            name, sep, count = pair.partition("=")
+            if not sep or not count.strip().isdigit():
+                raise UserError(f"Quotas are given as OBJECT=N, got {pair!r}.")
+            quotas[name] = int(count)
+        formats = tuple(dict.fromkeys(["coco", *(format or [])]))
+        source = SourceConfig(size=size, fov_deg=fov, objects_per_image=objects_per_image, seed=seed)
+        typer.echo(str(export_dataset(_field_pairs(fields), psi, quotas, out, source, seed=seed, overwrite=overwrite,
+                                      formats=formats)))

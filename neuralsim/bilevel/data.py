@@ -14,11 +14,11 @@ from neuralsim.sampling.psi import ObjectNoise, Psi, RenderParams
 
 # render(object, params of n images) → (images (n, 3, H, W) float RGB in [0, 1], targets of those n images)
 Render = Callable[[str, RenderParams], tuple[Tensor, Any]]
-# render_vjp(object, params of n images, upstream (n, 3, H, W)[, box_upstream, boxes]) → ∂⟨images(params), upstream⟩/∂params
+# render_vjp(object, params of n images, upstream (n, 3, H, W)[, box_upstream, targets]) → ∂⟨images(params), upstream⟩/∂params
 # per continuous parameter (the patch-wise backward of Tool 3 has this signature; `full_image_vjp` is the default).
 # A renderer whose labels are boxes from its alpha may also take box_upstream, per image the cotangent (n_j, 4) of
-# its target boxes, and add ∂⟨boxes(params), box_upstream⟩/∂params (see `FieldSource.vjp`); `boxes`, the target
-# boxes (n_j, 4) of pass 1, lets it skip finding them again.
+# its target boxes, and add ∂⟨boxes(params), box_upstream⟩/∂params (see `FieldSource.vjp`); `targets`, the targets
+# of pass 1, lets it skip finding the boxes again.
 RenderVJP = Callable[..., RenderParams]
 
 
@@ -28,7 +28,7 @@ def full_image_vjp(render: Render) -> RenderVJP:
     The boxes are the targets' "boxes", which must then be differentiable where they move (`FieldSource`'s are)."""
 
     def vjp(obj: str, params: RenderParams, upstream: Tensor, box_upstream: list[Tensor] | None = None,
-            boxes: list[Tensor] | None = None) -> RenderParams:
+            targets: Any = None) -> RenderParams:
         leaves = [t.detach().requires_grad_(True) for t in params.tensors()]
         images, targets = render(obj, params.with_tensors(leaves))
         outputs, cotangents = [images], [upstream]

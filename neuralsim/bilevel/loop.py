@@ -66,7 +66,7 @@ class BilevelRun:
         fields = load_fields({o: cfg.fields[o] for o in self.names}, self.device)
         self.psi = self._initial_psi(fields)
         source = dataclasses.replace(cfg.source, size=self.size, seed=cfg.seed)
-        self.source = FieldSource(fields, self.names, self.psi.lighting_names(), source)
+        self.source = FieldSource(fields, self.names, self.psi.lighting_names(), source, others=self.psi)
         self.model = self._load_detector(cfg.detector_init) if cfg.detector_init else None
         self.run = RunDir(out, to_plain(cfg), resume=resume, overwrite=overwrite)
         if self.model is None:

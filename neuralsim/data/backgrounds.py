@@ -1,4 +1,5 @@
-"""Backgrounds for labelled images: seeded procedural clutter, or crops of the user's own photos.
+"""Backgrounds for labelled images: seeded procedural clutter, crops of the user's own photos, or crops of the
+sample photos that matplotlib ships (photographic backgrounds with nothing to download).
 
 All backgrounds are linear RGB float32 (H, W, 3) in [0, 1]; the same seed gives the same image.
 """
@@ -13,6 +14,11 @@ from neuralsim.color import srgb_to_linear
 from neuralsim.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+PHOTOS = "photos"
+"""The `backgrounds` setting that selects `PhotoBackgrounds` (a folder of that name needs a longer path, e.g.
+an absolute one)."""
+SAMPLE_PHOTOS = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")
+"""matplotlib's sample images used by `PhotoBackgrounds`: a portrait photo and a product shot on white."""
 
 
 def procedural_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -64,6 +70,47 @@ class FolderBackgrounds:
         return srgb_to_linear(np.asarray(crop, np.float32) / 255.0)
 
 
+class PhotoBackgrounds:
+    """Random crops of matplotlib's sample photos: a photo, a crop of the image's aspect ratio covering 35–100 % of
+    the largest such crop at a random place, mirrored half of the time, resized to the image size. Transparent parts
+    of a photo are white."""
+
+    def __init__(self, names: tuple[str, ...] = SAMPLE_PHOTOS):
+        from matplotlib import cbook
+        from PIL import Image
+
+        self.photos = []
+        for name in names:
+            try:
+                path = cbook.get_sample_data(name, asfileobj=False)
+                with Image.open(path) as im:
+                    rgba = im.convert("RGBA")
+            except (OSError, ValueError) as e:
+                raise UserError(f"matplotlib's sample photo {name} cannot be read ({e}); reinstall matplotlib, or use a "
+                                "folder of backgrounds.") from None
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            self.photos.append(Image.alpha_composite(white, rgba).convert("RGB"))
+
+    def __call__(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+        from PIL import Image
+
+        photo = self.photos[rng.integers(len(self.photos))]
+        aspect = width / height
+        full_w, full_h = (photo.width, photo.width / aspect) if photo.width / photo.height <= aspect else \
+            (photo.height * aspect, photo.height)
+        scale = rng.uniform(0.35, 1.0)
+        cw, ch = max(1, min(photo.width, round(full_w * scale))), max(1, min(photo.height, round(full_h * scale)))
+        x0, y0 = int(rng.integers(0, photo.width - cw + 1)), int(rng.integers(0, photo.height - ch + 1))
+        crop = photo.crop((x0, y0, x0 + cw, y0 + ch)).resize((width, height), Image.BILINEAR)
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return srgb_to_linear(np.asarray(crop, np.float32) / 255.0)
+
+
 def background_source(folder: str | Path | None):
-    """The procedural generator, or a folder of photos."""
-    return procedural_background if folder is None else FolderBackgrounds(folder)
+    """The procedural generator (None), matplotlib's sample photos ("photos"), or a folder of photos."""
+    if folder is None:
+        return procedural_background
+    if isinstance(folder, str) and folder == PHOTOS:
+        return PhotoBackgrounds()
+    return FolderBackgrounds(folder)

@@ -50,7 +50,7 @@ def ensure_scene_set(root: Path, cfg) -> Path:
     """A labelled ground-truth scene set under `SceneSetConfig` `cfg`."""
     from neuralsim.assets.scenes import make_scene_set
 
-    return cached(root, "scenes", cfg.name, cfg, lambda out: make_scene_set(cfg, out))
+    return cached(root, "scenes", cfg.name, cfg.record(), lambda out: make_scene_set(cfg, out))
 
 
 def ensure_field(root: Path, capture_dir: Path, cfg, device: str = "cpu") -> Path:

@@ -42,6 +42,7 @@ class RenderOutput:
     alpha: Tensor  # (…,) opacity in [0, 1]
     depth: Tensor  # (…,) distance from the camera along the ray, object units
     object_alpha: Tensor  # (O, …) per-object opacity after occlusion by the others (boxes, masks)
+    object_coverage: Tensor  # (O, …) per-object opacity as if alone (how much of each object the others hide)
 
 
 @dataclass
@@ -101,7 +102,8 @@ def object_rays(field: RadianceField, c2w: Tensor, intrinsics: Intrinsics, appea
 def _shaped(out, intrinsics: Intrinsics, rays: Tensor | None) -> RenderOutput:
     shape = (intrinsics.height, intrinsics.width) if rays is None else (len(rays),)
     return RenderOutput(rgb=out.rgb.reshape(*shape, 3), alpha=out.alpha.reshape(shape), depth=out.depth.reshape(shape),
-                        object_alpha=out.object_alpha.reshape(-1, *shape))
+                        object_alpha=out.object_alpha.reshape(-1, *shape),
+                        object_coverage=out.object_coverage.reshape(-1, *shape))
 
 
 def _joined(parts: list[RenderOutput], shape: tuple[int, ...]) -> RenderOutput:
@@ -109,7 +111,8 @@ def _joined(parts: list[RenderOutput], shape: tuple[int, ...]) -> RenderOutput:
     return RenderOutput(rgb=torch.cat([p.rgb for p in parts]).reshape(*shape, 3),
                         alpha=torch.cat([p.alpha for p in parts]).reshape(shape),
                         depth=torch.cat([p.depth for p in parts]).reshape(shape),
-                        object_alpha=torch.cat([p.object_alpha for p in parts], dim=1).reshape(-1, *shape))
+                        object_alpha=torch.cat([p.object_alpha for p in parts], dim=1).reshape(-1, *shape),
+                        object_coverage=torch.cat([p.object_coverage for p in parts], dim=1).reshape(-1, *shape))
 
 
 def render_view(field: RadianceField, c2w: Tensor, intrinsics: Intrinsics, appearance: Tensor | int,

@@ -63,6 +63,7 @@ class RayOutput:
     alpha: Tensor  # (R,) accumulated opacity, [0, 1]
     depth: Tensor  # (R,) expected distance along the ray where it ends, object units (0 where alpha is 0)
     object_alpha: Tensor  # (O, R) accumulated opacity of each field, occlusion by the others included
+    object_coverage: Tensor  # (O, R) opacity of each field alone, as if the others were not there
     weights: Tensor  # (R, K) compositing weight of each kept sample, depth-sorted (0: padding)
     t: Tensor  # (R, K) distance of each kept sample along its ray
     delta: Tensor  # (R, K) its spacing
@@ -231,9 +232,11 @@ def composite_samples(sigma: Tensor, rgb: Tensor, t: Tensor, delta: Tensor, owne
     weights = alpha * transmittance  # (R, S)
     accumulated = weights.sum(dim=1)
     depth = (weights * t).sum(dim=1) / accumulated.clamp(min=1e-10)
-    object_alpha = torch.stack([(weights * (owner == o)).sum(dim=1) for o in range(num_objects)])  # (O, R)
+    own = [owner == o for o in range(num_objects)]
+    object_alpha = torch.stack([(weights * mine).sum(dim=1) for mine in own])  # (O, R)
+    object_coverage = torch.stack([1.0 - torch.exp(-(optical * mine).sum(dim=1)) for mine in own])  # (O, R)
     return RayOutput(rgb=(weights[..., None] * rgb).sum(dim=1), alpha=accumulated, depth=depth, object_alpha=object_alpha,
-                     weights=weights, t=t, delta=delta)
+                     object_coverage=object_coverage, weights=weights, t=t, delta=delta)
 
 
 def distortion(weights: Tensor, t: Tensor, delta: Tensor) -> Tensor:

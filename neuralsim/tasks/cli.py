@@ -1,5 +1,6 @@
 """Commands of the task part: `train` a RetinaNet on a COCO set into a model folder, and `evaluate` a
-model folder on a COCO set (COCO AP, AP50, per-class AP; printed and written as JSON)."""
+model folder on a COCO set (COCO AP, AP50, per-class AP; printed and written as JSON; the detections optionally
+written as a COCO results file)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,8 @@ def register(app: typer.Typer) -> None:
         model_dir: Annotated[Path, typer.Argument(help="Model folder written by `neuralsim train`.")],
         coco_dir: Annotated[Path, typer.Argument(help="COCO set to evaluate on.")],
         out: Annotated[Path | None, typer.Option(help="Output JSON (default: MODEL_DIR/eval-<set name>.json).")] = None,
+        detections: Annotated[Path | None, typer.Option(help="Also write the detections here as COCO results (a JSON "
+                                                        "list of image_id, category_id, bbox [x, y, w, h], score).")] = None,
         batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     ) -> None:
@@ -81,7 +84,7 @@ def register(app: typer.Typer) -> None:
         from neuralsim.runtime import atomic_write_json, resolve_device
         from neuralsim.tasks.checkpoint import load_detector
         from neuralsim.tasks.data import CocoDetectionData
-        from neuralsim.tasks.evaluate import evaluate_detector
+        from neuralsim.tasks.evaluate import predict_coco_results, score_coco_results
 
         if batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {batch_size}.")
@@ -90,10 +93,13 @@ def register(app: typer.Typer) -> None:
         if data.num_classes > model.config.num_classes:
             raise UserError(f"{coco_dir} uses category ids up to {data.num_classes} but model {model_dir} "
                             f"knows only {model.config.num_classes} classes.")
-        result = evaluate_detector(model, data, batch_size=batch_size)
+        results = predict_coco_results(model, data, batch_size=batch_size)
+        result = score_coco_results(results, data, batch_size=batch_size)
         path = atomic_write_json(out or model_dir / f"eval-{coco_dir.resolve().name}.json", result)
         typer.echo(_format(result))
         typer.echo(f"written to {path}")
+        if detections is not None:
+            typer.echo(f"detections written to {atomic_write_json(detections, results)}")
 
 
 def _format(result) -> str:

@@ -46,7 +46,8 @@ def coco_gt_from_targets(targets: Targets, image_sizes: list[tuple[int, int]], c
 
 
 def coco_detections(detections: list[dict[str, Tensor]], image_ids: list[int]) -> list[dict]:
-    """COCO result entries (xywh boxes, category id = label + 1) from per-image detections."""
+    """COCO result entries (xywh boxes, category id = label + 1) from per-image detections. The detector's label of
+    a COCO set's category is its id - 1 (`CocoDetectionData`), so these are the set's own category ids."""
     results = []
     for image_id, d in zip(image_ids, detections):
         for box, score, label in zip(d["boxes"].tolist(), d["scores"].tolist(), d["labels"].tolist()):
@@ -72,7 +73,7 @@ def coco_evaluate(gt: dict, results: list[dict]) -> EvalResult:
                          for c in sorted(names)}
             zero = 0.0 if has_gt else None
             return EvalResult(zero, zero, zero, per_class, len(gt["images"]), 0)
-        E = COCOeval(coco_gt, coco_gt.loadRes(results), "bbox")
+        E = COCOeval(coco_gt, coco_gt.loadRes([dict(r) for r in results]), "bbox")  # loadRes adds keys to each
         E.evaluate()
         E.accumulate()
         E.summarize()
@@ -111,9 +112,16 @@ def predict(model: Detector, data: DetectionData, *, batch_size: int = 16) -> li
     return out
 
 
-def evaluate_detector(model: Detector, data: DetectionData, *, batch_size: int = 16) -> EvalResult:
-    """COCO metrics of `model` on `data`; a COCO set on disk is scored against its own file."""
-    detections = predict(model, data, batch_size=batch_size)
+def predict_coco_results(model: Detector, data: DetectionData, *, batch_size: int = 16) -> list[dict]:
+    """The detections of `model` on `data` as COCO results ({image_id, category_id, bbox [x, y, w, h], score}) with
+    the set's own image and category ids: for a COCO set on disk, what pycocotools' `loadRes` reads against its
+    file."""
+    return coco_detections(predict(model, data, batch_size=batch_size), data.image_ids)
+
+
+def score_coco_results(results: list[dict], data: DetectionData, *, batch_size: int = 16) -> EvalResult:
+    """COCO metrics of the results on `data` (from `predict_coco_results`); a COCO set on disk is scored against
+    its own file, images in memory against their targets (read `batch_size` at a time)."""
     if isinstance(data, CocoDetectionData):
         gt = read_json(data.coco.path, "COCO file")
     else:
@@ -122,7 +130,12 @@ def evaluate_detector(model: Detector, data: DetectionData, *, batch_size: int =
             targets += batch_targets
             sizes += [tuple(images.shape[-2:])] * len(batch_targets)
         gt = coco_gt_from_targets(targets, sizes, data.category_names, data.image_ids)
-    return coco_evaluate(gt, coco_detections(detections, data.image_ids))
+    return coco_evaluate(gt, results)
+
+
+def evaluate_detector(model: Detector, data: DetectionData, *, batch_size: int = 16) -> EvalResult:
+    """COCO metrics of `model` on `data`; a COCO set on disk is scored against its own file."""
+    return score_coco_results(predict_coco_results(model, data, batch_size=batch_size), data, batch_size=batch_size)
 
 
 @torch.no_grad()

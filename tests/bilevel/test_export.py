@@ -40,7 +40,7 @@ def test_render_writes_a_coco_set_drawn_from_psi(cli, sphere_field, tmp_path):
     for name in ["annotations.json"] + [im["file_name"] for im in images]:
         assert (tmp_path / "set" / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
     recorded = json.loads((tmp_path / "set" / "annotations.json").read_text())
-    assert recorded["info"]["psi"] == str(psi) and recorded["info"]["seed"] == 4
+    assert recorded["info"]["psi_file"] == str(psi) and recorded["info"]["psi"]["objects"]["a"] and recorded["info"]["seed"] == 4
 
 
 @pytest.mark.parametrize("case, message", [

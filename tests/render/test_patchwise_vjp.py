@@ -1,6 +1,7 @@
 """The patch-wise VJP (Tool 3) against the full-image VJP and central differences, for a cotangent of the image, of
 the boxes, and of both: in a two-object scene with occlusion (`scene_vjp`) and in the training source
-(`FieldSource.vjp`, which the bilevel loop uses, against `full_image_vjp` of its own render)."""
+(`FieldSource.vjp`, which the bilevel loop uses, against `full_image_vjp` of its own render), alone and with another
+object in the image."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from neuralsim.render import (
     subpixel_box,
 )
 from neuralsim.render.labels import edge_shift
+from neuralsim.sampling.init import PsiInit, init_psi
 from neuralsim.sampling.psi import RenderParams
 
 Tensor = torch.Tensor
@@ -107,24 +109,32 @@ def test_scene_vjp_agrees_with_central_differences(scene):
 # ----------------------------------------------------------------------------- FieldSource.vjp
 
 
-@pytest.fixture
-def source_case(make_field):
-    """A training source of one float64 blob, two samples under two lighting conditions, and float32 cotangents
-    (the images and boxes the source returns are float32: these cast to float64 exactly, so both VJPs see the
-    same numbers)."""
-    field = make_field(torch.float64, axes=STRETCH)
-    source = FieldSource({"a": field}, ["a"], field.appearance.names,
-                         SourceConfig(size=SIZE, fov_deg=35.0, max_shift=0.1, backgrounds=2, patch_rays=70))
+@pytest.fixture(params=["alone", "with another"])
+def source_case(make_field, request):
+    """A training source of float64 blobs, two samples of "a" under two lighting conditions, alone or each with "b"
+    beside it (drawn from ψ, partly hidden or hiding), and float32 cotangents (the images and boxes the source
+    returns are float32: these cast to float64 exactly, so both VJPs see the same numbers)."""
+    fields = {"a": make_field(torch.float64, axes=STRETCH), "b": make_field(torch.float64, seed=1, axes=STRETCH)}
+    names = fields["a"].appearance.names
+    two = request.param == "with another"
+    others = init_psi(PsiInit(objects=["a", "b"], bins={"azimuth": 4, "elevation": 1, "radius": 1},
+                              ranges={"azimuth": (0.0, 360.0), "elevation": (10.0, 30.0), "radius": (3.3, 3.8)},
+                              lighting=list(names)))
+    source = FieldSource(fields, ["a", "b"], names, SourceConfig(
+        size=SIZE, fov_deg=35.0, max_shift=0.1, objects_per_image=2 if two else 1, others_shift=0.25,
+        min_visibility=0.0, backgrounds=2, patch_rays=70), others)
     params = RenderParams(azimuth_deg=torch.tensor([35.0, 120.0], dtype=torch.float64),
                           elevation_deg=torch.tensor([20.0, 10.0], dtype=torch.float64),
                           radius=torch.tensor([3.3, 3.6], dtype=torch.float64),
                           lighting=torch.tensor([[0.3, 0.7], [0.8, 0.2]], dtype=torch.float64),
-                          placement=torch.tensor([[0.3, 0.6, 0.1], [0.7, 0.4, 0.9]], dtype=torch.float64))
+                          placement=torch.tensor([[0.3, 0.6, 0.1], [0.7, 0.6, 0.9]], dtype=torch.float64))
     _, targets = source("a", params)
-    boxes = [t["boxes"] for t in targets]
+    for t in targets:  # the own object is boxed first, and with another, "b" is in the image too
+        assert t["own"].tolist() == [True] + [False] * (len(t["own"]) - 1)
+        assert t["labels"].tolist() == ([0, 1] if two else [0])
     e = torch.randn(2, 3, SIZE, SIZE, generator=_seeded(4))
-    e_boxes = list(torch.randn(2, 1, 4, generator=_seeded(5)))
-    return source, params, boxes, e, e_boxes
+    e_boxes = [torch.randn(len(t["boxes"]), 4, generator=_seeded(5 + j)) for j, t in enumerate(targets)]
+    return source, params, targets, e, e_boxes
 
 
 def _source_vjps(case, image: bool, boxes: bool) -> tuple[RenderParams, RenderParams]:
@@ -136,9 +146,9 @@ def _source_vjps(case, image: bool, boxes: bool) -> tuple[RenderParams, RenderPa
 
 
 def test_source_boxes_have_edges_that_move(source_case):
-    for box in source_case[2]:
-        assert box.shape == (1, 4)
-        assert 0 < box[0, 0] < box[0, 2] < SIZE and 0 < box[0, 1] < box[0, 3] < SIZE
+    for target in source_case[2]:
+        box = target["boxes"][0]  # the own object's
+        assert 0 < box[0] < box[2] < SIZE and 0 < box[1] < box[3] < SIZE
 
 
 @pytest.mark.parametrize("cotangent", COTANGENTS)
@@ -157,8 +167,8 @@ def test_field_source_vjp_agrees_with_central_differences(source_case):
     patched, _ = _source_vjps(case, True, True)
 
     def objective(p: RenderParams, j: int) -> float:
-        image, alpha = source.render_sample("a", p, j)
-        return float((image * e[j]).sum() + (edge_shift(alpha, hard[j][0]) * e_boxes[j][0]).sum())
+        image, out, _ = source.render_sample("a", p, j)
+        return float((image * e[j]).sum() + (edge_shift(out.object_alpha[0], hard[j]["boxes"][0]) * e_boxes[j][0]).sum())
 
     def moved(name: str, index: tuple[int, ...], step: float) -> RenderParams:
         value = getattr(params, name).clone()

@@ -73,16 +73,16 @@ def test_field_source_pulls_box_cotangents_back_to_the_camera(make_field):
     box_grad = [torch.tensor([[0.3, -0.5, 1.0, 0.7]], dtype=torch.float64)] * 2
     zero_image = torch.zeros(2, 3, H, H, dtype=torch.float64)
     vjp = source.vjp("a", params, zero_image, box_grad)
-    boxes = [_box(source.render_one("a", params, j)[1])[None] for j in range(2)]
-    from_edges = source.vjp("a", params, zero_image, box_grad, boxes)  # alpha on the edge rays only
+    _, targets = source("a", params)
+    from_edges = source.vjp("a", params, zero_image, box_grad, targets)  # alpha on the edge rays only
     for whole, edge in zip(vjp.tensors(), from_edges.tensors()):
         torch.testing.assert_close(edge, whole, rtol=1e-9, atol=1e-12)
 
     def edges(p: RenderParams, j: int) -> Tensor:
         """⟨edge positions, box_grad⟩ of image j at the hard box of the unmoved render."""
-        _, alpha = source.render_one("a", p, j)
-        _, alpha0 = source.render_one("a", params, j)
-        return (edge_shift(alpha, _box(alpha0)) * box_grad[j][0]).sum()
+        with torch.no_grad():
+            alpha = source.render_sample("a", p, j)[1].object_alpha[0]
+        return (edge_shift(alpha, torch.as_tensor(source.render_one("a", params, j)[1].boxes[0])) * box_grad[j][0]).sum()
 
     for name in ("radius", "azimuth_deg"):
         h = 1e-4 if name == "radius" else 1e-3  # small: the profile maximum switches rows

@@ -67,7 +67,7 @@ def pathwise(psi: Psi, train: TrainingSet, task: SecondOrderTask, v: Tensor, ren
             with clock("mixed"):  # e_j (b, 3, H, W) and, with the labels, e_b and the boxes b they move
                 if with_boxes:
                     e, e_boxes = task.mixed_with_boxes(train.images[rows], train.targets[rows], v)
-                    cotangents = (e, e_boxes, [t["boxes"] for t in train.targets[rows]])
+                    cotangents = (e, e_boxes, train.targets[rows])
                 else:
                     cotangents = (task.mixed(train.images[rows], train.targets[rows], v),)
             with clock("render_vjp"):

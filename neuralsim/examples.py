@@ -1,0 +1,82 @@
+"""A newcomer's example: "photos" from a foreign domain to learn training data for.
+
+The training renders of a project are square, taken with a 40° lens over procedural backgrounds, clean. These photos
+differ in every way a real camera would: 4:3 frames from a wider lens, two to four objects per photo hiding one
+another, photographic backgrounds, sensor noise, blur and JPEG — and in several render factors at once (seen from
+higher up and nearer, all in one warm light, two objects from one side only). The distribution they are drawn from is
+written beside them in the bins ψ uses, so it can serve as an oracle ψ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from neuralsim.assets.camera_effects import CameraEffects
+from neuralsim.assets.scenes import SceneSetConfig, make_scene_set
+from neuralsim.data.backgrounds import PHOTOS
+from neuralsim.errors import UserError
+from neuralsim.runtime import atomic_write_json, staged_output_dir
+from neuralsim.sampling.bins import DEFAULT_RANGES, FACTORS, FactorBins, LightingWeights, ObjectDistribution
+
+EXAMPLE_OBJECTS = ["002_master_chef_can", "003_cracker_box", "019_pitcher_base", "035_power_drill"]
+"""Four visually distinct built-in objects: a can, a box, a pitcher and a drill."""
+EXAMPLE_BINS = {"azimuth": 8, "elevation": 4, "radius": 4}
+"""Bins per factor over the default ranges (azimuth 0–360°, elevation 10–50°, radius 3.5–5.5): the layout of a ψ that
+can express the photos' distribution."""
+EXAMPLE_LIGHTING = ["studio", "warm_left", "cool_right", "dim_top"]
+"""The lighting conditions the fields are fitted under; every photo is lit by one of them."""
+PHOTO_LIGHTING = "warm_left"
+"""The one lighting condition of every photo."""
+SIDE_VIEWED = {"003_cracker_box": 2, "035_power_drill": 2}
+"""Objects photographed from one quarter of the circle only: the first of two adjacent azimuth bins (2: 90–180°)."""
+PHOTO_CAMERA = CameraEffects(noise_std=0.01, blur_sigma_px=0.8, jpeg_quality=80)
+"""The photos' camera: grainy shadows, slightly soft, JPEG at quality 80."""
+PHOTO_FOV_DEG = 55.0
+"""The photos' horizontal field of view (the training renders use 40°)."""
+PHOTO_MAX_SHIFT = 0.2
+"""How far from the centre an object may sit (fraction of the width; the training renders use 0.15)."""
+
+
+def target_distributions() -> dict[str, ObjectDistribution]:
+    """Each example object's distribution in the photos: elevation in the upper half of its range (30–50°; mostly
+    40–50°), radius in the nearer half (3.5–4.5; mostly 3.5–4), lit by `PHOTO_LIGHTING` only, and for the objects of
+    `SIDE_VIEWED` the azimuth on one quarter of the circle (uniform otherwise)."""
+    elevation = np.array([0.0, 0.0, 0.4, 0.6])  # 10–20, 20–30, 30–40, 40–50°
+    radius = np.array([0.6, 0.4, 0.0, 0.0])  # 3.5–4, 4–4.5, 4.5–5, 5–5.5
+    lighting = np.array([float(n == PHOTO_LIGHTING) for n in EXAMPLE_LIGHTING])
+    out = {}
+    for obj in EXAMPLE_OBJECTS:
+        azimuth = np.full(EXAMPLE_BINS["azimuth"], 1.0 / EXAMPLE_BINS["azimuth"])
+        if obj in SIDE_VIEWED:
+            azimuth = np.zeros(EXAMPLE_BINS["azimuth"])
+            azimuth[[SIDE_VIEWED[obj], SIDE_VIEWED[obj] + 1]] = 0.5
+        probs = {"azimuth": azimuth, "elevation": elevation, "radius": radius}
+        factors = {f: FactorBins(*DEFAULT_RANGES[f], probs[f].copy(), circular=f == "azimuth") for f in FACTORS}
+        out[obj] = ObjectDistribution(factors, LightingWeights(list(EXAMPLE_LIGHTING), lighting.copy()))
+    return out
+
+
+def example_config(photos: int = 60, width: int = 320, height: int = 240, seed: int = 0, spp: int = 16) -> SceneSetConfig:
+    """The scene set of `make_example_photos`."""
+    return SceneSetConfig(objects=list(EXAMPLE_OBJECTS), images=photos, size=width, height=height, fov_deg=PHOTO_FOV_DEG,
+                          objects_per_image=(2, 4), max_shift=PHOTO_MAX_SHIFT, distributions=target_distributions(),
+                          spp=spp, backgrounds=PHOTOS, camera=dataclasses.replace(PHOTO_CAMERA), name="photos", seed=seed)
+
+
+def make_example_photos(out: Path, photos: int = 60, width: int = 320, height: int = 240, seed: int = 0, spp: int = 16,
+                        overwrite: bool = False, device: str = "cpu") -> Path:
+    """Write `photos` labelled example photos into `out` as a COCO set (images/*.jpg + annotations.json), with the
+    distribution they were drawn from as `target-distribution.json` (a distribution file, readable by
+    `load_distributions`, in the bins of `EXAMPLE_BINS`: usable as an oracle ψ)."""
+    if photos <= 0:
+        raise UserError(f"The number of photos must be positive, got {photos}.")
+    cfg = example_config(photos, width, height, seed, spp)
+    cfg.validate()
+    with staged_output_dir(out, overwrite) as stage:
+        make_scene_set(cfg, stage, overwrite=True, device=device)
+        atomic_write_json(stage / "target-distribution.json",
+                          {"objects": {o: d.to_json() for o, d in cfg.distributions.items()}})
+    return Path(out)

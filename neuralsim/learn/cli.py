@@ -1,0 +1,25 @@
+"""`neuralsim learn PROJECT --out DIR`: objects and labelled photos in, a learned dataset and a judged detector out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("learn")
+    def learn_cmd(
+        project: Annotated[Path, typer.Argument(help="Project file (JSON, YAML or TOML): objects, photos, settings.")],
+        out: Annotated[Path, typer.Option(help="Output folder; a run of the same project there is resumed.")],
+        overwrite: Annotated[bool, typer.Option(help="Start again in an output folder that holds another run.")] = False,
+    ) -> None:
+        """Learn a training-data distribution for your objects from a few labelled photos, export the dataset, and
+        judge it against domain randomisation (detectors from scratch, paired seeds, AP on your test photos)."""
+        from neuralsim.learn.pipeline import Learn
+        from neuralsim.learn.project import load_project
+
+        summary = Learn(load_project(project), out, log=typer.echo).run(overwrite=overwrite)
+        typer.echo(f"report: {out / 'report.html'}   dataset: {out / 'dataset'}   detector: {out / 'judge' / 'detector'}")
+        typer.echo(summary["verdict"])
