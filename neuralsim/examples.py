@@ -1,7 +1,7 @@
 """A newcomer's example: "photos" from a foreign domain to learn training data for.
 
 The training renders of a project are square, taken with a 40° lens over procedural backgrounds, clean. These photos
-differ in every way a real camera would: 4:3 frames from a wider lens, two to four objects per photo hiding one
+differ in every way a real camera would: 4:3 frames from a longer lens, two to four objects per photo hiding one
 another, photographic backgrounds, sensor noise, blur and JPEG — and in several render factors at once (seen from
 higher up and nearer, all in one warm light, two objects from one side only). The distribution they are drawn from is
 written beside them in the bins ψ uses, so it can serve as an oracle ψ.
@@ -18,14 +18,15 @@ from neuralsim.assets.camera_effects import CameraEffects
 from neuralsim.assets.scenes import SceneSetConfig, make_scene_set
 from neuralsim.data.backgrounds import PHOTOS
 from neuralsim.errors import UserError
+from neuralsim.learn.project import WIDE_RANGES
 from neuralsim.runtime import atomic_write_json, staged_output_dir
-from neuralsim.sampling.bins import DEFAULT_RANGES, FACTORS, FactorBins, LightingWeights, ObjectDistribution
+from neuralsim.sampling.bins import FACTORS, FactorBins, LightingWeights, ObjectDistribution
 
 EXAMPLE_OBJECTS = ["002_master_chef_can", "003_cracker_box", "019_pitcher_base", "035_power_drill"]
 """Four visually distinct built-in objects: a can, a box, a pitcher and a drill."""
 EXAMPLE_BINS = {"azimuth": 8, "elevation": 4, "radius": 4}
-"""Bins per factor over the default ranges (azimuth 0–360°, elevation 10–50°, radius 3.5–5.5): the layout of a ψ that
-can express the photos' distribution."""
+"""Bins per factor over a project's default ranges (`WIDE_RANGES`: azimuth 0–360°, elevation 0–60°, radius 5–15):
+the layout of a ψ that can express the photos' distribution."""
 EXAMPLE_LIGHTING = ["studio", "warm_left", "cool_right", "dim_top"]
 """The lighting conditions the fields are fitted under; every photo is lit by one of them."""
 PHOTO_LIGHTING = "warm_left"
@@ -34,18 +35,20 @@ SIDE_VIEWED = {"003_cracker_box": 2, "035_power_drill": 2}
 """Objects photographed from one quarter of the circle only: the first of two adjacent azimuth bins (2: 90–180°)."""
 PHOTO_CAMERA = CameraEffects(noise_std=0.01, blur_sigma_px=0.8, jpeg_quality=80)
 """The photos' camera: grainy shadows, slightly soft, JPEG at quality 80."""
-PHOTO_FOV_DEG = 55.0
-"""The photos' horizontal field of view (the training renders use 40°)."""
-PHOTO_MAX_SHIFT = 0.2
-"""How far from the centre an object may sit (fraction of the width; the training renders use 0.15)."""
+PHOTO_FOV_DEG = 36.0
+"""The photos' horizontal field of view: a longer lens than the training renders' 40°. Letterboxing keeps the photo's
+width, so an object at radius r here looks as it would at r·tan(18°)/tan(20°) ≈ 0.89·r in a training render: the
+photos' 5–10 is 4.5–8.9 there, the nearer half of domain randomisation's 5–15."""
+PHOTO_MAX_SHIFT = 0.3
+"""How far from the centre an object may sit (fraction of the width; a training render's own object 0.15, the others beside it 0.3)."""
 
 
 def target_distributions() -> dict[str, ObjectDistribution]:
-    """Each example object's distribution in the photos: elevation in the upper half of its range (30–50°; mostly
-    40–50°), radius in the nearer half (3.5–4.5; mostly 3.5–4), lit by `PHOTO_LIGHTING` only, and for the objects of
+    """Each example object's distribution in the photos: elevation in the upper half of its range (30–60°; mostly
+    45–60°), radius in the nearer half (5–10), lit by `PHOTO_LIGHTING` only, and for the objects of
     `SIDE_VIEWED` the azimuth on one quarter of the circle (uniform otherwise)."""
-    elevation = np.array([0.0, 0.0, 0.4, 0.6])  # 10–20, 20–30, 30–40, 40–50°
-    radius = np.array([0.6, 0.4, 0.0, 0.0])  # 3.5–4, 4–4.5, 4.5–5, 5–5.5
+    elevation = np.array([0.0, 0.0, 0.4, 0.6])  # 0–15, 15–30, 30–45, 45–60°
+    radius = np.array([0.5, 0.5, 0.0, 0.0])  # 5–7.5, 7.5–10, 10–12.5, 12.5–15
     lighting = np.array([float(n == PHOTO_LIGHTING) for n in EXAMPLE_LIGHTING])
     out = {}
     for obj in EXAMPLE_OBJECTS:
@@ -54,7 +57,7 @@ def target_distributions() -> dict[str, ObjectDistribution]:
             azimuth = np.zeros(EXAMPLE_BINS["azimuth"])
             azimuth[[SIDE_VIEWED[obj], SIDE_VIEWED[obj] + 1]] = 0.5
         probs = {"azimuth": azimuth, "elevation": elevation, "radius": radius}
-        factors = {f: FactorBins(*DEFAULT_RANGES[f], probs[f].copy(), circular=f == "azimuth") for f in FACTORS}
+        factors = {f: FactorBins(*WIDE_RANGES[f], probs[f].copy(), circular=f == "azimuth") for f in FACTORS}
         out[obj] = ObjectDistribution(factors, LightingWeights(list(EXAMPLE_LIGHTING), lighting.copy()))
     return out
 

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
         overwrite: Annotated[bool, typer.Option(help="Replace an output folder that holds files.")] = False,
     ) -> None:
-        """Render labelled example "photos" of four built-in objects in a foreign domain: 4:3, a wider lens, 2–4
+        """Render labelled example "photos" of four built-in objects in a foreign domain: 4:3, a longer lens, 2–4
         objects each, photographic backgrounds, noise, blur and JPEG, seen from higher up and nearer in one light."""
         from neuralsim.examples import make_example_photos
         from neuralsim.runtime import resolve_device

@@ -14,7 +14,7 @@ from neuralsim.bilevel.config import OptimizeConfig, PretrainConfig
 from neuralsim.bilevel.estimators.base import SecondOrderConfig
 from neuralsim.bilevel.inverse_hvp import InverseHVPConfig
 from neuralsim.errors import UserError
-from neuralsim.sampling.bins import DEFAULT_RANGES, FACTORS
+from neuralsim.sampling.bins import FACTORS
 from neuralsim.sampling.optim import PsiOptimizerConfig
 from neuralsim.schema import Invalid, from_plain
 from neuralsim.tasks.detector import DetectorConfig
@@ -22,6 +22,9 @@ from neuralsim.tasks.detector import DetectorConfig
 MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf", ".stl", ".off")
 LIGHTING = ["studio", "warm_left", "cool_right", "dim_top"]
 """The conditions each mesh is captured under and each field learns; ψ mixes them."""
+WIDE_RANGES = {"azimuth": (0.0, 360.0), "elevation": (0.0, 60.0), "radius": (5.0, 15.0)}
+"""Domain randomisation's ranges: every side, from level to steeply above, and far enough for several objects to
+share an image (an object, 2 units across, spans 55 % of a 40° view's width at radius 5 and 18 % at 15)."""
 
 
 @dataclass
@@ -117,7 +120,7 @@ class ProjectConfig:
     """Working image size: the photos are letterboxed to it, the loop renders and the detectors train at it."""
     objects_per_image: int | None = None
     """Most objects in one training image; None: the most the photos show in one."""
-    ranges: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_RANGES))
+    ranges: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(WIDE_RANGES))
     """The factors' ranges, over which domain randomisation (ψ₀) is uniform."""
     learn: OptimizeConfig = field(default_factory=default_learning)
     """How ψ is learned (method, factors, bins, steps, detector, …); its inputs are the project's."""

@@ -148,7 +148,7 @@ def test_make_example_photos_writes_a_foreign_set_and_its_distribution(tmp_path)
 
     coco = json.loads((out / "annotations.json").read_text())
     assert [c["name"] for c in coco["categories"]] == EXAMPLE_OBJECTS
-    assert len(coco["images"]) == 2 and coco["info"]["config"]["fov_deg"] == 55.0
+    assert len(coco["images"]) == 2 and coco["info"]["config"]["fov_deg"] == 36.0
     for im in coco["images"]:
         assert (im["width"], im["height"]) == (32, 24) and im["file_name"].endswith(".jpg")
         assert 2 <= len(im["render"]) <= 4
