@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from neuralsim.color import linear_to_srgb
-from neuralsim.data.backgrounds import procedural_background
+from neuralsim.data.backgrounds import background_source
 from neuralsim.errors import UserError
 from neuralsim.fields.base import Field
 from neuralsim.render import (
@@ -52,7 +52,9 @@ class SourceConfig:
     min_visibility: float = 0.25
     """An object of which less than this fraction is visible (the rest hidden by objects in front) gets no box."""
     backgrounds: int = 64
-    """Size of the bank of seeded procedural backgrounds."""
+    """Size of the bank of seeded backgrounds."""
+    background_photos: str | None = None
+    """A folder of photos whose random crops are the backgrounds; None: procedural backgrounds."""
     box_threshold: float = 0.5
     """Alpha above which a pixel is part of the object's box."""
     min_box_pixels: int = 9
@@ -103,7 +105,8 @@ class FieldSource:
                 raise UserError(f"The field of {obj} has no lighting condition(s) {unknown}; it knows {names}.")
             self.anchor_index[obj] = torch.tensor([names.index(n) for n in lighting], device=_device_of(field))
         rng = np.random.default_rng(derive_seed(config.seed, "backgrounds"))
-        bank = [linear_to_srgb(procedural_background(rng, config.size, config.size)) for _ in range(config.backgrounds)]
+        draw = background_source(config.background_photos)
+        bank = [linear_to_srgb(draw(rng, config.size, config.size)) for _ in range(config.backgrounds)]
         self.backgrounds = torch.from_numpy(np.stack(bank))  # (B, H, W, 3) sRGB in [0, 1]
         self.tan_half = math.tan(math.radians(config.fov_deg) / 2)
 

@@ -23,12 +23,15 @@ class ToyConfig:
     lights: tuple[str, ...] = ("day", "dusk")
     l2: float = 0.05  # weight of (l2/2)‖θ‖² in every image's loss
     sharpness: float = 2.0  # how strongly a pixel responds to the view
+    others: bool = False  # each image also shows the next object, turned by its placement noise (held: no gradient)
     seed: int = 0
 
 
 class ToyRenderer:
     """render(obj, params) → (images (n, 3, H, W) in [0, 1], labels (n,)), differentiable in azimuth and lighting.
-    Pixel p of object o under light l: sigmoid(gain_l · s · cos(φ − α_p) · σ_{o,p} + offset_l)."""
+    Pixel p of object o under light l: sigmoid(gain_l · s · cos(φ − α_p) · σ_{o,p} + offset_l). With `others`, an
+    image with placement noise u is 0.6 · its own object + 0.4 · the next object at azimuth 360°·u₀ in the first light,
+    a part that does not depend on ψ (as the other objects of a `FieldSource` image, which are held)."""
 
     def __init__(self, config: ToyConfig):
         g = torch.Generator().manual_seed(config.seed)
@@ -40,12 +43,20 @@ class ToyRenderer:
         self.gain = torch.linspace(1.0, 0.4, n_lights, dtype=DTYPE)  # (L,)
         self.offset = torch.linspace(0.0, -1.0, n_lights, dtype=DTYPE)  # (L,)
 
+    def _pixels(self, obj: str, azimuth_deg: Tensor, lighting: Tensor) -> Tensor:
+        phi = torch.deg2rad(azimuth_deg)[:, None]  # (n, 1)
+        z = self.config.sharpness * torch.cos(phi - self.phase) * self.sign[obj]  # (n, d)
+        per_light = torch.sigmoid(self.gain[:, None, None] * z + self.offset[:, None, None])  # (L, n, d)
+        return torch.einsum("nl,lnd->nd", lighting, per_light)  # (n, d)
+
     def __call__(self, obj: str, params: RenderParams) -> tuple[Tensor, Tensor]:
         c = self.config
-        phi = torch.deg2rad(params.azimuth_deg)[:, None]  # (n, 1)
-        z = c.sharpness * torch.cos(phi - self.phase) * self.sign[obj]  # (n, d)
-        per_light = torch.sigmoid(self.gain[:, None, None] * z + self.offset[:, None, None])  # (L, n, d)
-        x = torch.einsum("nl,lnd->nd", params.lighting, per_light)  # (n, d)
+        x = self._pixels(obj, params.azimuth_deg, params.lighting)
+        if c.others and params.placement is not None:
+            other = c.objects[(c.objects.index(obj) + 1) % len(c.objects)]
+            daylight = torch.zeros_like(params.lighting.detach())
+            daylight[:, 0] = 1.0
+            x = 0.6 * x + 0.4 * self._pixels(other, 360.0 * params.placement[:, 0], daylight)
         labels = torch.full((len(x),), float(c.objects.index(obj)), dtype=DTYPE)
         return x.reshape(len(x), 3, c.height, c.width), labels
 
@@ -99,19 +110,24 @@ def target_params(psi: Psi, obj: str, azimuth_bin: int, light: int, n: int) -> R
 def exact_expected_gradient(psi: Psi, render: ToyRenderer, theta: Tensor, v: Tensor, counts: dict[str, int],
                             points: int = 256) -> dict[str, Tensor]:
     """The exact expected hypergradient for the azimuth logits at fixed θ and v: with
-    m_i = E[∇θ l(x, θ)·v | azimuth in bin i] by the midpoint rule, dL/dp_i = −(n_o/N) m_i, then softmax's
-    Jacobian (diag p − p pᵀ) applied by hand (an independent check of the autograd path)."""
+    m_i = E[∇θ l(x, θ)·v | azimuth in bin i] by the midpoint rule (over the other object's turn too, with `others`),
+    dL/dp_i = −(n_o/N) m_i, then softmax's Jacobian (diag p − p pᵀ) applied by hand (an independent check of the
+    autograd path)."""
     total = sum(counts.values())
+    turns = points if render.config.others else 1  # midpoints of the placement noise u₀
     out = {}
     for obj, n_o in counts.items():
         factor = psi.objects[obj].factors["azimuth"]
         k = factor.k
-        bins = torch.arange(k).repeat_interleave(points)
-        u = ((torch.arange(points, dtype=DTYPE) + 0.5) / points).repeat(k)
-        lighting = psi.objects[obj].lighting.weights().detach().expand(k * points, -1)
-        ones = torch.ones(k * points, dtype=DTYPE)
-        images, labels = render(obj, RenderParams(factor.value_in_bin(bins, u), ones, ones, lighting))
-        m = (per_image_grads(theta, images, labels, render.config.l2) @ v).reshape(k, points).mean(dim=1)
+        n = k * points * turns
+        bins = torch.arange(k).repeat_interleave(points * turns)
+        u = ((torch.arange(points, dtype=DTYPE) + 0.5) / points).repeat_interleave(turns).repeat(k)
+        placement = ((torch.arange(turns, dtype=DTYPE) + 0.5) / turns).repeat(k * points)[:, None].expand(n, 3)
+        lighting = psi.objects[obj].lighting.weights().detach().expand(n, -1)
+        ones = torch.ones(n, dtype=DTYPE)
+        images, labels = render(obj, RenderParams(factor.value_in_bin(bins, u), ones, ones, lighting,
+                                                  placement=placement))
+        m = (per_image_grads(theta, images, labels, render.config.l2) @ v).reshape(k, -1).mean(dim=1)
         p = factor.probs().detach()
         dl_dp = -(n_o / total) * m
         out[f"{obj}/azimuth"] = p * dl_dp - p * (p @ dl_dp)

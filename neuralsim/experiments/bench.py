@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from neuralsim.bilevel.config import OptimizeConfig
@@ -110,8 +112,57 @@ def check_same_bench(bench: BenchConfig, out: Path) -> None:
                         "choose another --out.")
 
 
-def run_bench(bench: BenchConfig, out: str | Path, log=print) -> Path:
-    """Prepare, run the grid of (init × method × seed), retrain if asked, and write the comparison report."""
+@dataclass
+class Piece:
+    """One piece of the grid for an executor: an optimize run (`config` into `out`) followed, if `retrain` is given,
+    by the retraining of its final ψ, or a retraining alone (ψ₀'s control). `retrain` is (ψ file, detector seed,
+    result file); `needs` the files the piece reads."""
+
+    label: str
+    config: OptimizeConfig | None
+    out: Path | None
+    retrain: tuple[Path, int, Path] | None
+    needs: list[str]
+
+
+def run_piece(bench: BenchConfig, prepared: Prepared, piece: Piece) -> None:
+    if piece.config is not None:
+        run_cell(piece.config, piece.out)
+    if piece.retrain is not None:
+        retrain_cell(bench, prepared, *piece.retrain)
+
+
+def grid_pieces(bench: BenchConfig, prepared: Prepared, out: Path, psi_paths: dict[str, Path]) -> list[Piece]:
+    """The grid's pieces, longest first: each (init, method, seed) run with its own retraining, then the ψ₀
+    controls. NS never moves ψ: its retraining is the control's, ψ₀ on the same random numbers."""
+    methods = [m.method for m in bench.methods]
+    inputs = [str(out / "bench.json"), *prepared.fields.values(), prepared.val, prepared.test,
+              *([prepared.shots] if prepared.shots else [])]
+    pieces = []
+    for init in bench.inits:
+        for method in methods:
+            for seed in bench.seeds:
+                cell = out / "runs" / f"{init}-{method}-s{seed}"
+                retrain = (cell / "psi.json", seed, out / "retrain" / f"{init}-{method}-s{seed}.json") \
+                    if bench.retrain_per_object and method != "ns" else None
+                pieces.append(Piece(f"run: init {init}, method {method}, seed {seed}"
+                                    + (", then retrain from scratch on its ψ" if retrain else ""),
+                                    run_config(bench, prepared, init, method, seed, psi_paths[init]), cell, retrain,
+                                    [*inputs, str(psi_paths[init]), prepared.detectors[init]]))
+    if bench.retrain_per_object:
+        for init in bench.inits:
+            for seed in bench.seeds:
+                pieces.append(Piece(f"retrain from scratch: init {init}, ψ₀, seed {seed}", None, None,
+                                    (psi_paths[init], seed, out / "retrain" / f"{init}-psi0-s{seed}.json"),
+                                    [*inputs, str(psi_paths[init])]))
+    return pieces
+
+
+def run_bench(bench: BenchConfig, out: str | Path, log=print, executor=None) -> Path:
+    """Prepare, run the grid of (init × method × seed), retrain if asked, and write the comparison report. The
+    preparation's pieces, the runs and the retrainings go through `executor` (default: one after another here);
+    the summary and report are written once all are done, from the files."""
+    from neuralsim.distributed import Serial, gpus_per_task
     from neuralsim.experiments.bench_report import write_bench_report
 
     out = Path(out)
@@ -120,20 +171,14 @@ def run_bench(bench: BenchConfig, out: str | Path, log=print) -> Path:
     if not bench.inits:
         raise UserError("The bench names no ψ initialisation (inits) to run.")
     check_same_bench(bench, out)
-    prepared = prepare(bench, log)
+    executor = executor or Serial()
+    prepared = prepare(bench, log, executor)
     atomic_write_json(out / "bench.json", {"bench": to_plain(bench), "prepared": to_plain(prepared)})
-    methods = [m.method for m in bench.methods]
-    for init in bench.inits:
-        psi_path = initial_psi(bench.gap_spec, init).save(out / "psi0" / f"{init}.json")
-        for method in methods:
-            for seed in bench.seeds:
-                log(f"run: init {init}, method {method}, seed {seed}")
-                run_cell(run_config(bench, prepared, init, method, seed, psi_path), out / "runs" / f"{init}-{method}-s{seed}")
-        if bench.retrain_per_object:
-            for seed in bench.seeds:
-                # NS never moves ψ: its retraining is the control's, ψ₀ on the same random numbers
-                for method in ["psi0"] + [m for m in methods if m != "ns"]:
-                    log(f"retrain from scratch: init {init}, {'ψ₀' if method == 'psi0' else method}, seed {seed}")
-                    psi = psi_path if method == "psi0" else out / "runs" / f"{init}-{method}-s{seed}" / "psi.json"
-                    retrain_cell(bench, prepared, psi, seed, out / "retrain" / f"{init}-{method}-s{seed}.json")
+    psi_paths = {init: initial_psi(bench.gap_spec, init).save(out / "psi0" / f"{init}.json") for init in bench.inits}
+    pieces = grid_pieces(bench, prepared, out, psi_paths)
+    for _ in executor.map_unordered(partial(run_piece, bench, prepared), pieces, num_gpus=gpus_per_task(bench.device),
+                                    name=lambda p: p.label, needs=lambda p: p.needs, log=log,
+                                    makes=lambda p, _: [*([p.out / "psi.json"] if p.out else []),
+                                                        *([p.retrain[2]] if p.retrain else [])]):
+        pass
     return write_bench_report(out)

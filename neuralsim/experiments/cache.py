@@ -53,11 +53,11 @@ def ensure_scene_set(root: Path, cfg) -> Path:
     return cached(root, "scenes", cfg.name, cfg.record(), lambda out: make_scene_set(cfg, out))
 
 
-def ensure_field(root: Path, capture_dir: Path, cfg, device: str = "cpu") -> Path:
+def ensure_field(root: Path, capture_dir: Path, cfg, device: str = "cpu", show_progress: bool = False) -> Path:
     """A radiance field fitted to `capture_dir` under `FitConfig` `cfg`."""
     import torch
 
     from neuralsim.fit.trainer import fit
 
     return cached(root, "fields", Path(capture_dir).name, {"capture": str(capture_dir), "config": cfg},
-                  lambda out: fit(capture_dir, out, cfg, device=torch.device(device), show_progress=False))
+                  lambda out: fit(capture_dir, out, cfg, device=torch.device(device), show_progress=show_progress))

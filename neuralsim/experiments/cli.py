@@ -71,6 +71,12 @@ def register(app: typer.Typer) -> None:
                  "and one on ψ₀ with the same random numbers (0: none).")] = None,
         cache: Annotated[Path | None, typer.Option(help="Cache folder (default $NEURALSIM_CACHE or ~/.cache/neuralsim).")] = None,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+        ray: Annotated[str | None, typer.Option(
+            "--ray", metavar="local|ADDRESS",
+            help="Run the objects' fields, the runs and the retrainings as Ray tasks, one core each (one GPU each on "
+                 "CUDA): `local` starts a Ray on this machine's cores; HEAD:6379 (on a node of a cluster) or "
+                 "ray://HEAD:10001 joins the cluster started by `ray start --head`, whose nodes must all see --out "
+                 "and the cache (shared storage). The files are those of a run without it.")] = None,
     ) -> None:
         """Run a gap experiment of the paper (Fig. 4) on the built-in objects and write its report.
 
@@ -102,7 +108,10 @@ def register(app: typer.Typer) -> None:
         bench.cache = str(cache) if cache else bench.cache
         bench.device = resolve_device(device).type
         bench.validate()  # the options too
-        typer.echo(f"report: {run_bench(bench, out, log=typer.echo)}")
+        from neuralsim.distributed import make_executor
+
+        with make_executor(ray) as executor:
+            typer.echo(f"report: {run_bench(bench, out, log=typer.echo, executor=executor)}")
 
     @app.command("substitution")
     def substitution_cmd(

@@ -4,6 +4,7 @@ validation, test and shot sets, and the detector pre-trained on field renders fr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from neuralsim.assets.capture import CaptureConfig
@@ -34,33 +35,59 @@ class Prepared:
     """The labelled target-domain images mixed into training, if the bench has any."""
 
 
-def prepare(bench: BenchConfig, log=print) -> Prepared:
-    """Captures, fields, validation/test sets and the pre-trained detectors, each made once and cached."""
+def prepare(bench: BenchConfig, log=print, executor=None) -> Prepared:
+    """Captures, fields, validation/test sets and the pre-trained detectors, each made once and cached. Each
+    object's field and each set is a piece of its own for `executor` (default: one after another here), and so is
+    each initialisation's detector once the fields are there."""
     bench.validate()
-    fields = ensure_fields(bench, log)
-    sets = {}
-    for split, n in (("val", bench.val_per_object), ("test", bench.test_per_object), ("shots", bench.shots_per_object)):
-        if n == 0:
-            continue
-        log(f"ground-truth {split} set: {n} images per object")
-        sets[split] = str(ensure_target_set(bench, split, n, bench.size))
-    detectors = {}
-    for init in bench.inits:
-        log(f"detector pre-trained on field renders from ψ₀ = {init}")
-        detectors[init] = str(ensure_pretrained_detector(bench, fields, init))
+    counts = {split: n for split, n in (("val", bench.val_per_object), ("test", bench.test_per_object),
+                                         ("shots", bench.shots_per_object)) if n}
+    made = _prepare_pieces(bench, [("field", obj) for obj in bench.objects]
+                           + [("set", split, n) for split, n in counts.items()], {}, log, executor)
+    fields = {obj: made[("field", obj)] for obj in bench.objects}  # the objects' order, not the pieces' finishing one
+    sets = {split: made[("set", split, n)] for split, n in counts.items()}
+    made = _prepare_pieces(bench, [("detector", init) for init in bench.inits], fields, log, executor)
+    detectors = {init: made[("detector", init)] for init in bench.inits}
     return Prepared(fields, sets["val"], sets["test"], detectors, sets.get("shots"))
 
 
-def ensure_fields(bench: BenchConfig, log=print) -> dict[str, str]:
+def ensure_fields(bench: BenchConfig, log=print, executor=None) -> dict[str, str]:
     """Object → the folder of its radiance field, captured at the bench's size and fitted; cached."""
+    made = _prepare_pieces(bench, [("field", obj) for obj in bench.objects], {}, log, executor)
+    return {obj: made[("field", obj)] for obj in bench.objects}
+
+
+def prepare_piece(bench: BenchConfig, fields: dict[str, str], piece: tuple) -> str:
+    """One cached input of a bench: ("field", object), ("set", split, images per object) or ("detector", init)."""
+    kind, name = piece[0], piece[1]
+    if kind == "field":
+        root = cache_root(bench.cache)
+        capture_cfg = CaptureConfig(views=bench.capture_views, size=bench.size, lighting=list(bench.gap_spec.lighting))
+        fit_cfg = FitConfig(steps=bench.fit_steps, rays_per_step=bench.fit_rays, eval_every=0)
+        return str(ensure_field(root, ensure_capture(root, name, capture_cfg), fit_cfg, bench.device))
+    if kind == "set":
+        return str(ensure_target_set(bench, name, piece[2], bench.size))
+    return str(ensure_pretrained_detector(bench, fields, name))
+
+
+def _piece_label(piece: tuple) -> str:
+    kind, name = piece[0], piece[1]
+    return {"field": f"capture and field: {name}", "set": f"ground-truth {name} set: {piece[-1]} images per object",
+            "detector": f"detector pre-trained on field renders from ψ₀ = {name}"}[kind]
+
+
+def _prepare_pieces(bench: BenchConfig, pieces: list[tuple], fields: dict[str, str], log, executor) -> dict[tuple, str]:
+    """piece → the cache entry it made, the pieces run through `executor`."""
+    from neuralsim.distributed import Serial, gpus_per_task
+
     root = cache_root(bench.cache)
-    capture_cfg = CaptureConfig(views=bench.capture_views, size=bench.size, lighting=list(bench.gap_spec.lighting))
-    fit_cfg = FitConfig(steps=bench.fit_steps, rays_per_step=bench.fit_rays, eval_every=0)
-    fields = {}
-    for obj in bench.objects:
-        log(f"capture and field: {obj}")
-        fields[obj] = str(ensure_field(root, ensure_capture(root, obj, capture_cfg), fit_cfg, bench.device))
-    return fields
+    root.mkdir(parents=True, exist_ok=True)  # seen by every worker before any of them writes to it
+    made = {}
+    for piece, path in (executor or Serial()).map_unordered(
+            partial(prepare_piece, bench, fields), pieces, num_gpus=gpus_per_task(bench.device), name=_piece_label,
+            needs=lambda piece: [root, *fields.values()], makes=lambda piece, path: [path], log=log):
+        made[piece] = path
+    return made
 
 
 def ensure_target_set(bench: BenchConfig, split: str, per_object: int, size: int) -> Path:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from neuralsim.bilevel.estimators import LOGITS_ONLY
 from neuralsim.errors import UserError
@@ -37,6 +38,8 @@ class Learn:
     log: Callable[[str], None] = print
     fields: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    executor: Any = None
+    """Runs the objects' fields and the judge's trainings (`neuralsim.distributed`); None: one after another here."""
 
     @property
     def names(self) -> list[str]:
@@ -77,6 +80,10 @@ class Learn:
         names, photos = self.names, self.project.photos
         for path in (photos.coco,) if photos.coco else (photos.val, photos.test):
             load_photos(path, names)
+        if self.project.backgrounds is not None:
+            from neuralsim.data.backgrounds import FolderBackgrounds
+
+            FolderBackgrounds(self.project.backgrounds)  # a folder of readable photos
 
     # ------------------------------------------------------------------ stages
 
@@ -84,6 +91,7 @@ class Learn:
         """Each object as a fitted field: meshes and built-ins captured (Mitsuba) and fitted, captures fitted, fields
         taken as they are; captures and fields of meshes are cached across projects."""
         from neuralsim.assets.capture import CaptureConfig
+        from neuralsim.distributed import Serial, gpus_per_task
         from neuralsim.experiments.cache import cache_root, ensure_capture, ensure_field
         from neuralsim.fit.trainer import FitConfig
         from neuralsim.runtime import resolve_device
@@ -93,14 +101,27 @@ class Learn:
                                     radius=(3.5, 5.5))
         fit_cfg = FitConfig(steps=prep.fit_steps, rays_per_step=prep.fit_rays, eval_every=0)
         device = str(resolve_device(self.project.device))
-        for entry, name in zip(self.project.entries(), self.names):
-            kind = kind_of(entry)
+        kinds = [kind_of(entry) for entry in self.project.entries()]
+        for name, kind in zip(self.names, kinds):
             self.log(f"  {name}: {kind}")
-            if kind == "field":
-                self.fields[name] = entry.source
-                continue
-            capture = entry.source if kind == "capture" else ensure_capture(root, entry.source, capture_cfg)
-            self.fields[name] = str(ensure_field(root, Path(capture), fit_cfg, device))
+        # one piece per capture or mesh, however many objects name it: two pieces must not build one cache entry
+        pieces = list(dict.fromkeys((kind, entry.source) for entry, kind in zip(self.project.entries(), kinds)
+                                    if kind != "field"))
+        if pieces:
+            root.mkdir(parents=True, exist_ok=True)  # seen by every worker before any of them writes to it
+        executor = self.executor or Serial()
+        here = isinstance(executor, Serial)  # a progress bar in this terminal, none in a worker's output
+
+        def object_field(piece: tuple[str, str]) -> str:
+            kind, source = piece
+            capture = source if kind == "capture" else ensure_capture(root, source, capture_cfg)
+            return str(ensure_field(root, Path(capture), fit_cfg, device, show_progress=here))
+
+        made = dict(executor.map_unordered(
+            object_field, pieces, num_gpus=gpus_per_task(device), name=lambda p: f"  field of {p[1]}",
+            needs=lambda p: [root] + ([p[1]] if p[0] != "builtin" else []), makes=lambda p, path: [path], log=self.log))
+        for entry, name, kind in zip(self.project.entries(), self.names, kinds):  # the objects' order
+            self.fields[name] = entry.source if kind == "field" else made[(kind, entry.source)]
 
     def stage_photos(self) -> None:
         """The photos split into validation and test (seeded, by class) and letterboxed to the working size."""
@@ -164,10 +185,21 @@ class Learn:
     def stage_judge(self) -> None:
         """Per seed, a detector trained from scratch on learned data and one on domain-randomisation data with the
         same random numbers, both scored on the test photos in their own pixel frame."""
-        from neuralsim.learn.judge import judge_pair
+        from neuralsim.distributed import Serial, gpus_per_task
+        from neuralsim.learn.judge import PSIS, _judged
 
-        for k in range(self.project.judge.seeds):
-            judge_pair(self, k)
+        executor = self.executor or Serial()
+        # a worker's copy logs to its own output, which Ray forwards here
+        run = self if isinstance(executor, Serial) else dataclasses.replace(self, log=print, executor=None)
+        pieces = [(name, k) for k in range(self.project.judge.seeds) for name in PSIS]
+        for _ in executor.map_unordered(lambda piece: _judged(run, *piece), pieces,
+                                        num_gpus=gpus_per_task(str(self._device())),
+                                        name=lambda p: f"  judge: {p[0]}, seed {p[1]}",
+                                        needs=lambda p: [self.out / "photos" / "test", self.out.joinpath(*PSIS[p[0]]),
+                                                         *self.fields.values()],
+                                        makes=lambda p, _: [self.out / "judge" / f"{p[0]}-s{p[1]}.json"],
+                                        log=None if isinstance(executor, Serial) else self.log):
+            pass
 
     def stage_report(self) -> dict:
         from neuralsim.learn.report import write_report
@@ -180,7 +212,8 @@ class Learn:
         """The optimize run's config: the project's `learn` with its inputs, ψ₀, image size and objects per image."""
         learn = self.project.learn
         factors = [f for f in learn.factors if not (f == "lighting" and learn.method.method in LOGITS_ONLY)]
-        source = dataclasses.replace(learn.source, size=self.project.size, objects_per_image=self.objects_per_image())
+        source = dataclasses.replace(learn.source, size=self.project.size, objects_per_image=self.objects_per_image(),
+                                     background_photos=self.project.backgrounds or learn.source.background_photos)
         return dataclasses.replace(
             learn, fields=dict(self.fields), val=str(self.out / "photos" / "val"), test=str(self.out / "photos" / "test"),
             psi=str(self.out / "psi0.json"), factors=factors, source=source, seed=self.project.seed,

@@ -120,6 +120,9 @@ class ProjectConfig:
     """Working image size: the photos are letterboxed to it, the loop renders and the detectors train at it."""
     objects_per_image: int | None = None
     """Most objects in one training image; None: the most the photos show in one."""
+    backgrounds: str | None = None
+    """A folder of background photos (where the detector will run, without the objects) for the training images;
+    None: procedural backgrounds."""
     ranges: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(WIDE_RANGES))
     """The factors' ranges, over which domain randomisation (ψ₀) is uniform."""
     learn: OptimizeConfig = field(default_factory=default_learning)
@@ -180,7 +183,7 @@ def load_project(path: str | Path) -> ProjectConfig:
             data = json.loads(text)
     except Exception as e:  # each parser has its own error type; all mean the same to the user
         raise UserError(f"{what} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {str(e).splitlines()[0]}") from None
-    return _relative_to(project_from_plain(data, what), path.parent)
+    return _relative_to(project_from_plain(data, what), path.resolve().parent)
 
 
 def project_from_plain(data, what: str) -> ProjectConfig:
@@ -210,5 +213,5 @@ def _relative_to(project: ProjectConfig, folder: Path) -> ProjectConfig:
     entries = [dataclasses.replace(e, source=resolve(e.source)) for e in project.entries()]
     photos = dataclasses.replace(project.photos, coco=resolve(project.photos.coco), val=resolve(project.photos.val),
                                  test=resolve(project.photos.test))
-    return dataclasses.replace(project, objects=entries, photos=photos,
+    return dataclasses.replace(project, objects=entries, photos=photos, backgrounds=resolve(project.backgrounds),
                                cache=resolve(project.cache) if project.cache else None)

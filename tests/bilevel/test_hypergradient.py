@@ -1,5 +1,8 @@
 """The hypergradient estimators on the toy problem, where everything is exact: pathwise (Neural-Sim) against
-finite differences of L_val(θ*(ψ)); score function and influence against the exact expected gradient."""
+finite differences of L_val(θ*(ψ)); score function and influence against the exact expected gradient; alone and
+with another object in every image (held, as a `FieldSource` holds the others)."""
+
+import dataclasses
 
 import pytest
 import torch
@@ -202,3 +205,54 @@ def test_two_psi_drawn_from_one_seed_share_every_random_number(toy):
     rows_a, rows_b = a.draws[0].rows, a.draws[1].rows
     assert torch.equal(a.images[rows_a], b.images[rows_a])
     assert not torch.equal(a.images[rows_b], b.images[rows_b])
+
+
+# ----------------------------------------------------------------------------- images with several objects
+
+
+@pytest.fixture(scope="module")
+def toy_others():
+    """The toy whose every training image also shows the next object, held where its placement noise puts it."""
+    from neuralsim.bilevel.toy import ToyConfig, toy_problem
+
+    return toy_problem(ToyConfig(others=True))
+
+
+def test_other_objects_change_the_images_and_stay_out_of_the_gradient(toy, toy_others):
+    psi = toy.psi()
+    train = draw_training_set(psi, COUNTS, toy.render, torch.Generator().manual_seed(0), 0.3)
+    crowded = draw_training_set(psi, COUNTS, toy_others.render, torch.Generator().manual_seed(0), 0.3)
+    assert not torch.allclose(train.images, crowded.images)
+    params = crowded.replay(psi, crowded.draws[0], slice(0, 2))
+    moved = dataclasses.replace(params, placement=params.placement.flip(0))  # other objects, same own object
+    a, b = (toy_others.render("a", p)[0] for p in (params, moved))
+    assert not torch.allclose(a, b)
+    (grad,) = torch.autograd.grad(a.sum(), psi.objects["a"].factors["azimuth"].logits)
+    again = crowded.replay(psi, crowded.draws[0], slice(0, 2))
+    (own,) = torch.autograd.grad(toy.render("a", again)[0].sum(), psi.objects["a"].factors["azimuth"].logits)
+    torch.testing.assert_close(grad, 0.6 * own)  # only the own object's 0.6 carries ψ's gradient
+
+
+def test_pathwise_matches_finite_differences_with_other_objects_in_the_images(toy_others):
+    psi, train, task, _ = setup(toy_others, 0.3)
+    grads, inverse = hypergradient(toy_others, NSOConfig(tau=0.3), psi, train, task, torch.Generator())
+    fd = finite_difference(toy_others, psi, train)
+    names = list(fd)
+    cos, rel = agreement(flat(grads, names), flat(fd, names))
+    assert inverse.residual < 1e-10 and cos > 0.9999 and rel < 1e-4, (cos, rel)
+
+
+def test_influence_and_score_function_are_exact_with_other_objects_in_the_images(toy_others):
+    psi, train, task, theta = setup(toy_others, tau=None, trainable=("azimuth",))
+    v = inverse_hvp(task.hvp, task.val_grad(), EXACT).v
+    exact = exact_expected_gradient(psi, toy_others.render, theta, v, COUNTS, points=64)
+    names = list(exact)
+    want = flat(exact, names)
+    big = draw_training_set(psi, {o: 100 * n for o, n in COUNTS.items()}, toy_others.render,
+                            torch.Generator().manual_seed(5), None)
+    cos, rel = agreement(flat(score_function(psi, big, task, v), names), want)
+    assert cos >= 0.97 and rel <= 0.25, (cos, rel)
+    inf = flat(influence(psi, train, task, v, toy_others.render, torch.Generator().manual_seed(6), probes_per_bin=64,
+                         paired_probes=True), names)
+    cos, rel = agreement(inf, want)
+    assert cos >= 0.999 and rel <= 0.03, (cos, rel)

@@ -136,6 +136,7 @@ def test_learn_runs_every_stage_and_resumes_to_the_same_bytes(cli, project, tmp_
     ("bad mesh", "cannot be read"),
     ("box outside", "inside its"),
     ("unreadable photo", "p3.jpg"),
+    ("capture without alpha", "no alpha channel"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(cli, project, tmp_path, case, message):
     data = json.loads(project.read_text())
@@ -153,6 +154,11 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, project, tmp_path, case, 
         raw = json.loads(coco.read_text())
         raw["annotations"][0]["bbox"] = [20, 20, 40, 40]
         coco.write_text(json.dumps(raw))
+    elif case == "capture without alpha":
+        capture = write_sphere_capture(tmp_path / "capture", views=4, size=16)
+        for png in (capture / "images").glob("*.png"):
+            Image.open(png).convert("RGB").save(png)
+        data["objects"][1] = {"source": "capture", "name": "b"}
     else:
         (tmp_path / "photos" / "images" / "p3.jpg").write_bytes(b"not a picture")
     project.write_text(json.dumps(data))
