@@ -1,9 +1,9 @@
 """A bench grid one run after another against the same grid on a local Ray: wall time, CPU time and speed-up.
 
-    python benchmarks/bench_ray.py --work /tmp/bench-ray [--steps 12]
+    python benchmarks/bench_ray.py --work /tmp/bench-ray [--steps 12] [--config BENCH.json]
 
-The grid is the demo's zoom gap (`recipes.demo("zoom")`) with its two methods, ns and influence, × seeds 0 and 1:
-four runs. Its preparation (captures, fields, target sets, pre-trained detector) is made first and cached, untimed;
+The grid is the demo's zoom gap (`recipes.demo("zoom")`, or the bench config given) with its two methods, ns and
+influence, × seeds 0 and 1: four runs, without retraining. Its preparation (captures, fields, target sets, pre-trained detector) is made first and cached, untimed;
 then `neuralsim bench` runs the grid in a fresh folder twice, with one torch thread: one run after another, and with
 `--ray local` (a Ray on this machine's cores, one task of one thread per core). Each is timed by the wall clock and by the
 user + system CPU time of its whole process tree (this script makes itself the reaper of orphaned descendants, so Ray's
@@ -94,14 +94,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-ray"))
     parser.add_argument("--steps", type=int, default=None, help="outer steps per run (default: the demo's 12)")
+    parser.add_argument("--config", default=None, help="a bench config file instead of the demo's zoom gap")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench-ray.json")
     args = parser.parse_args()
 
     from neuralsim.distributed import machine_cpus
-    from neuralsim.experiments.recipes import demo
+    from neuralsim.experiments.recipes import demo, load_bench_config
     from neuralsim.runtime import to_plain
 
-    bench = demo("zoom")
+    bench = load_bench_config(args.config) if args.config else demo("zoom")
     bench.seeds, bench.cache, bench.retrain_per_object = [0, 1], str(args.work / "cache"), 0
     if args.steps is not None:
         bench.optimize.steps = args.steps
@@ -135,7 +136,7 @@ def main() -> None:
                == (args.work / "ray" / "runs" / r / "psi.json").read_bytes() for r in runs)
     result = {
         "command": " ".join(sys.argv), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "grid": {"gap": "zoom (demo)", "methods": [m.method for m in bench.methods], "seeds": bench.seeds,
+        "grid": {"gap": args.config or "zoom (demo)", "methods": [m.method for m in bench.methods], "seeds": bench.seeds,
                  "steps": bench.optimize.steps, "runs": runs},
         "threads": "1 torch thread: the serial grid in one process; on Ray one per task, one task per core",
         "ray_cpus": machine_cpus(), "cpu_of_descendants_counted": subreaper,

@@ -109,10 +109,14 @@ class RayExecutor:
         else:
             try:
                 ray.init(address=self.address, **settings)
-            except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
+            except (ConnectionError, TimeoutError, RuntimeError, ValueError, ImportError) as e:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise UserError(f"Cannot join the Ray cluster at {self.address} ({first}); start one with `ray start "
-                                "--head` and give its address.") from None
+                # Ray turns token authentication on for a cluster whose head holds a token (~/.ray/auth_token), but
+                # never for a driver given an explicit address
+                auth = "" if "RAY_AUTH_MODE" in os.environ or self.address == "auto" else (
+                    "; a cluster with token authentication needs RAY_AUTH_MODE=token here and its token in "
+                    "~/.ray/auth_token or RAY_AUTH_TOKEN")
+                raise UserError(f"Cannot join the Ray cluster at {self.address} ({first}){auth}.") from None
         self._started = True
         return ray
 
@@ -138,8 +142,9 @@ class RayExecutor:
         ray = self._ray()
         threads = max(1, int(num_cpus))
         env = {v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-        task = ray.remote(_run_task).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=self.max_retries,
-                                             retry_exceptions=False, runtime_env={"env_vars": env})
+        task = ray.remote(_run_task)
+        options = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": self.max_retries,
+                   "retry_exceptions": False, "runtime_env": {"env_vars": env}}
         total = ray.cluster_resources()
         slots = total.get("GPU", 0) // num_gpus if num_gpus else total.get("CPU", 1) // max(num_cpus, 1)
         limit = 2 * max(1, int(slots))  # enough queued to keep every slot busy, not the whole list at once
@@ -148,7 +153,8 @@ class RayExecutor:
             while True:
                 for item in queue:
                     wanted = [str(Path(cwd, p)) for p in needs(item)] if needs else []
-                    pending[task.options(name=_label(name, item)[:100]).remote(fn, item, wanted, threads, cwd)] = item
+                    ref = task.options(name=_label(name, item)[:100], **options).remote(fn, item, wanted, threads, cwd)
+                    pending[ref] = item
                     if len(pending) >= limit:
                         break
                 if not pending:

@@ -31,10 +31,22 @@ TINY = {  # the tiny bench of tests/experiments/test_bench.py, with a retraining
     },
 }
 
-TIMED = {"metrics.jsonl", "summary.json", "summary.md", "report.html"}
-"""Files that hold wall-clock times (metrics.jsonl: each step's time and seconds; the summaries and the report:
-the seconds per step); TensorBoard's event files name the host and hold times too. Every other file is compared,
-but for the temporary file of an atomic write that a kill cut short (`.NAME.XXXX.tmp`, never read)."""
+MEASURED = {"time", "seconds", "train_seconds", "peak_memory_mb", "peak_memory_mb_by_phase"}
+"""What a piece measures rather than computes: wall-clock times, durations and its process's peak memory."""
+
+TIMED = {"metrics.jsonl", "summary.json", "field.json", "eval.json"}
+"""Files that hold `MEASURED` values (each step's time, seconds and memory; a field's fitting seconds): compared
+without them. The report shows the seconds, a field's train_state.safetensors records its fitting seconds, and
+TensorBoard's event files name the host and hold times: those are left out. Every other file is compared byte for
+byte, but for the temporary file of an atomic write that a kill cut short (`.NAME.XXXX.tmp`, never read)."""
+
+
+def _without_measures(data):
+    if isinstance(data, dict):
+        return {k: _without_measures(v) for k, v in data.items() if k not in MEASURED}
+    if isinstance(data, list):
+        return [_without_measures(v) for v in data]
+    return data
 
 
 def deterministic_files(root: Path) -> dict[str, bytes]:
@@ -42,7 +54,13 @@ def deterministic_files(root: Path) -> dict[str, bytes]:
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
         temporary = path.name.startswith(".") and path.name.endswith(".tmp")
-        if path.is_file() and path.name not in TIMED and "tensorboard" not in rel.parts and not temporary:
+        if not path.is_file() or temporary or "tensorboard" in rel.parts or path.name in (
+                "report.html", "train_state.safetensors"):
+            continue
+        if path.name in TIMED:
+            lines = path.read_text().splitlines() if path.suffix == ".jsonl" else [path.read_text()]
+            files[str(rel)] = json.dumps([_without_measures(json.loads(line)) for line in lines]).encode()
+        else:
             files[str(rel)] = path.read_bytes()
     return files
 
@@ -125,10 +143,13 @@ def test_a_run_whose_worker_is_killed_is_retried_to_the_same_bytes(local_ray, se
                 out = getattr(item, "out", None)
                 if out is not None and out.name == cell.name:
                     try:  # the first try only
-                        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+                        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
                     except FileExistsError:
                         pass
                     else:
+                        os.write(fd, str(os.getpid()).encode())
+                        os.close(fd)
+
                         def kill():  # mid-run: once its first outer step is logged
                             while not (out / "metrics.jsonl").is_file():
                                 time.sleep(0.01)
@@ -141,11 +162,41 @@ def test_a_run_whose_worker_is_killed_is_retried_to_the_same_bytes(local_ray, se
 
     executor = KillOnce()
     run_bench(tiny_bench(root / "cache"), root / "out", log=lambda line: None, executor=executor)
-    assert marker.is_file()
     (span,) = [s for s in executor.spans if "method influence" in s.name]
-    assert assert_same_files(root / "out", root / "serial-out") is None
+    assert span.pid != int(marker.read_text())  # done by another worker than the one killed
+    assert_same_files(root / "out", root / "serial-out")
     metrics = [json.loads(line) for line in (cell / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [0, 1]  # a step logged before the kill is not logged twice
+
+
+def test_learn_on_ray_writes_the_serial_bytes(local_ray, tmp_path, monkeypatch):
+    """`learn` with two built-in objects (captured and fitted as pieces) and two judged seeds (four pieces)."""
+    import importlib.util
+
+    from neuralsim.learn.pipeline import Learn
+    from neuralsim.learn.project import load_project
+
+    spec = importlib.util.spec_from_file_location("learn_tests", Path(__file__).parent / "learn" / "test_learn.py")
+    learn_tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(learn_tests)  # its photos and its tiny settings
+    learn_tests.write_photos(tmp_path / "photos")
+    project = {"objects": [{"source": "002_master_chef_can", "name": "a"}, {"source": "019_pitcher_base", "name": "b"}],
+               "photos": {"coco": "photos/annotations.json"}, **learn_tests.TINY, "cache": str(tmp_path / "cache"),
+               "prepare": {"views": 8, "capture_size": 32, "fit_steps": 20, "fit_rays": 512,
+                           "lighting": ["studio", "dim_top"]}}
+    (tmp_path / "project.json").write_text(json.dumps(project))
+    monkeypatch.chdir(tmp_path)
+    Learn(load_project(tmp_path / "project.json"), Path("out"), log=lambda line: None).run()
+    (tmp_path / "out").rename(tmp_path / "serial-out")
+    (tmp_path / "cache").rename(tmp_path / "serial-cache")
+    executor = RayExecutor()
+    Learn(load_project(tmp_path / "project.json"), Path("out"), log=lambda line: None, executor=executor).run()
+    (tmp_path / "out" / "stages.json").unlink()  # seconds per stage
+    (tmp_path / "serial-out" / "stages.json").unlink()
+    assert_same_files(tmp_path / "out", tmp_path / "serial-out")
+    assert_same_files(tmp_path / "cache", tmp_path / "serial-cache")
+    assert sorted(s.name.split(":")[0].strip() for s in executor.spans) == ["field of 002_master_chef_can",
+                                                                           "field of 019_pitcher_base"] + ["judge"] * 4
 
 
 def test_a_cluster_address_where_nothing_listens_is_one_clear_line_at_once(tmp_path):
