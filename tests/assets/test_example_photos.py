@@ -153,7 +153,7 @@ def test_make_example_photos_writes_a_foreign_set_and_its_distribution(tmp_path)
         assert (im["width"], im["height"]) == (32, 24) and im["file_name"].endswith(".jpg")
         assert 2 <= len(im["render"]) <= 4
         for p in im["render"]:
-            assert p["lighting"] == "warm_left" and p["elevation_deg"] >= 30 and p["radius"] < 4.5
+            assert p["lighting"] == "warm_left" and p["elevation_deg"] >= 30 and p["radius"] < 10.0
     loaded = load_distributions(out / "target-distribution.json")
     expected = target_distributions()
     assert sorted(loaded) == sorted(EXAMPLE_OBJECTS)

@@ -155,7 +155,7 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, project, tmp_path, case, 
         raw["annotations"][0]["bbox"] = [20, 20, 40, 40]
         coco.write_text(json.dumps(raw))
     elif case == "capture without alpha":
-        capture = write_sphere_capture(tmp_path / "capture", views=4, size=16)
+        capture = write_sphere_capture(tmp_path / "capture", views=12, size=16)
         for png in (capture / "images").glob("*.png"):
             Image.open(png).convert("RGB").save(png)
         data["objects"][1] = {"source": "capture", "name": "b"}
