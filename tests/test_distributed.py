@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from neuralsim.distributed import RayExecutor, Serial
 from neuralsim.errors import UserError
@@ -91,7 +92,12 @@ def serial_bench(tmp_path_factory):
     from neuralsim.experiments.bench import run_bench
 
     root = tmp_path_factory.mktemp("distributed")
-    run_bench(tiny_bench(root / "cache"), root / "out", log=lambda line: None, executor=Serial())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each Ray task (a module fixture runs before the tests' own one-thread fixture)
+    try:
+        run_bench(tiny_bench(root / "cache"), root / "out", log=lambda line: None, executor=Serial())
+    finally:
+        torch.set_num_threads(threads)
     (root / "out").rename(root / "serial-out")
     (root / "cache").rename(root / "serial-cache")
     return root
