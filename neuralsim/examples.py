@@ -62,24 +62,47 @@ def target_distributions() -> dict[str, ObjectDistribution]:
     return out
 
 
-def example_config(photos: int = 60, width: int = 320, height: int = 240, seed: int = 0, spp: int = 16) -> SceneSetConfig:
+def example_config(photos: int = 60, width: int = 320, height: int = 240, seed: int = 0, spp: int = 16,
+                   objects_per_image: tuple[int, int] = (2, 4), max_shift: float = PHOTO_MAX_SHIFT) -> SceneSetConfig:
     """The scene set of `make_example_photos`."""
     return SceneSetConfig(objects=list(EXAMPLE_OBJECTS), images=photos, size=width, height=height, fov_deg=PHOTO_FOV_DEG,
-                          objects_per_image=(2, 4), max_shift=PHOTO_MAX_SHIFT, distributions=target_distributions(),
+                          objects_per_image=objects_per_image, max_shift=max_shift, distributions=target_distributions(),
                           spp=spp, backgrounds=PHOTOS, camera=dataclasses.replace(PHOTO_CAMERA), name="photos", seed=seed)
 
 
 def make_example_photos(out: Path, photos: int = 60, width: int = 320, height: int = 240, seed: int = 0, spp: int = 16,
-                        overwrite: bool = False, device: str = "cpu") -> Path:
+                        overwrite: bool = False, device: str = "cpu", objects_per_image: tuple[int, int] = (2, 4),
+                        max_shift: float = PHOTO_MAX_SHIFT) -> Path:
     """Write `photos` labelled example photos into `out` as a COCO set (images/*.jpg + annotations.json), with the
     distribution they were drawn from as `target-distribution.json` (a distribution file, readable by
     `load_distributions`, in the bins of `EXAMPLE_BINS`: usable as an oracle ψ)."""
     if photos <= 0:
         raise UserError(f"The number of photos must be positive, got {photos}.")
-    cfg = example_config(photos, width, height, seed, spp)
+    cfg = example_config(photos, width, height, seed, spp, objects_per_image, max_shift)
     cfg.validate()
     with staged_output_dir(out, overwrite) as stage:
         make_scene_set(cfg, stage, overwrite=True, device=device)
         atomic_write_json(stage / "target-distribution.json",
                           {"objects": {o: d.to_json() for o, d in cfg.distributions.items()}})
     return Path(out)
+
+
+def oracle_distributions(training_fov_deg: float = 40.0) -> dict[str, ObjectDistribution]:
+    """`target_distributions` as a training render must draw them to look like the photos: the same in every factor
+    but radius, which the photos' longer lens makes look nearer. A radius r in the photos is r·tan(18°)/tan(20°) in a
+    training render (`PHOTO_FOV_DEG`); each photo bin's mass, uniform over the bin, is spread over the training
+    bins it lands in, and what falls outside the range goes to the nearest end bin."""
+    scale = np.tan(np.radians(PHOTO_FOV_DEG) / 2) / np.tan(np.radians(training_fov_deg) / 2)
+    out = {}
+    for obj, dist in target_distributions().items():
+        radius = dist.factors["radius"]
+        edges = np.linspace(radius.low, radius.high, len(radius.probs) + 1)
+        probs = np.zeros(len(radius.probs))
+        for a, b, mass in zip(edges[:-1] * scale, edges[1:] * scale, radius.probs):
+            inner = np.clip(np.minimum(edges[1:], b) - np.maximum(edges[:-1], a), 0.0, None)
+            inner[0] += max(0.0, min(b, edges[0]) - a)
+            inner[-1] += max(0.0, b - max(a, edges[-1]))
+            probs += mass * inner / (b - a)
+        factors = dict(dist.factors) | {"radius": dataclasses.replace(radius, probs=probs)}
+        out[obj] = dataclasses.replace(dist, factors=factors)
+    return out

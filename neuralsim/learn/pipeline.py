@@ -45,8 +45,9 @@ class Learn:
     def names(self) -> list[str]:
         return self.project.names()
 
-    def run(self, overwrite: bool = False) -> dict:
-        """Every stage in order, continuing a run of the same project in `out`; returns the summary."""
+    def run(self, overwrite: bool = False, until: str = STAGES[-1]) -> dict:
+        """Every stage in order up to `until`, continuing a run of the same project in `out`; returns the summary
+        (empty when the report is not reached)."""
         self.check_inputs()
         resume = (self.out / "config.json").is_file() and not overwrite
         if resume:
@@ -58,7 +59,7 @@ class Learn:
         timings = self.out / "stages.json"
         self.seconds = read_json(timings, "Stage times") if timings.is_file() else {}
         summary = {}
-        for stage in STAGES:
+        for stage in STAGES[:STAGES.index(until) + 1]:
             start = time.perf_counter()
             self.log(f"[{STAGES.index(stage) + 1}/{len(STAGES)}] {stage}")
             result = getattr(self, f"stage_{stage}")()
