@@ -38,6 +38,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ("procedural", "backgrounds")
 BASELINES = ("dr", "tuned", "oracle")
+ABLATIONS = ("oracle_pose", "real")
+"""`oracle_pose`: the oracle's azimuth, elevation and radius with DR's lighting (how much of the headroom is light);
+`real`: photos instead of renders (`train_on_photos`)."""
 METHODS = ("influence", "autosim", "nso")
 BATCH = 16
 REAL_PHOTOS = 120
@@ -89,7 +92,7 @@ def learn_run(work: Path, setting: str, method: str, cache: Path):
 def psi_path(work: Path, setting: str, name: str) -> Path:
     if name == "dr":
         return work / setting / "influence" / "psi0.json"
-    if name in ("tuned", "oracle"):
+    if name in ("tuned", "oracle", "oracle_pose"):
         return work / setting / f"{name}.json"
     return work / setting / name / "learn" / "psi.json"
 
@@ -109,6 +112,12 @@ def baselines(work: Path, setting: str, base) -> None:
     oracle = psi_path(work, setting, "oracle")
     if not oracle.is_file():
         Psi.from_json({"objects": {o: d.to_json() for o, d in oracle_distributions().items()}}).save(oracle)
+    pose = psi_path(work, setting, "oracle_pose")
+    if not pose.is_file():
+        data = Psi.load(oracle).to_json()
+        for o in data["objects"].values():
+            o["lighting"] = psi0.to_json()["objects"][next(iter(psi0.objects))]["lighting"]
+        Psi.from_json(data).save(pose)
     tuned = psi_path(work, setting, "tuned")
     if not tuned.is_file():
         cfg = dataclasses.replace(base.optimize_config().source, objects_per_image=1)
@@ -221,26 +230,29 @@ def main() -> None:
                     lambda p: judge_piece(args.work, *p, args.steps, cache, fields[p[0]]), pieces,
                     name=lambda p: f"judge {'/'.join(map(str, p))}", log=print):
                 print(piece, json.loads(path.read_text())["ap"])
-    summarise(args.work)
+    summarise(args.work, args.target)
 
 
-def summarise(work: Path) -> dict:
+def summarise(work: Path, target: str) -> dict:
     """Every judged piece under WORK as tables: AP mean ± std per (setting, ψ, budget), paired gains against DR and
-    tuned DR, ψ against the oracle (TV per object and factor), compute; written to benchmarks/results/beyond-dr.json."""
+    tuned DR, ψ against the oracle (TV per object and factor), compute; written to
+    benchmarks/results/beyond-dr-TARGET.json (and the figure to docs/figures/beyond_dr_TARGET.png)."""
     from neuralsim.sampling.psi import Psi
 
     rows = [json.loads(p.read_text()) for p in sorted(work.glob("*/judge/*.json"))]
     table = {}
     for r in rows:
         table.setdefault((r["setting"], r["images_per_object"]), {}).setdefault(r["psi"], {})[r["seed"]] = r
-    out = {"command": " ".join(sys.argv), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    out = {"target": target, "command": " ".join(sys.argv), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
            "threads_per_piece": int(os.environ.get("OMP_NUM_THREADS", "1")), "cells": [], "psi_tv": {}, "learn": {}}
     for (setting, budget), by_psi in sorted(table.items()):
         for name, seeds in by_psi.items():
             ap = np.array([100 * seeds[k]["ap"] for k in sorted(seeds)])
             cell = {"setting": setting, "images_per_object": budget, "psi": name, "seeds": len(ap),
+                    "steps": sorted({seeds[k]["steps"] for k in seeds}),
                     "ap_mean": round(float(ap.mean()), 2), "ap_std": round(float(ap.std(ddof=1)), 2) if len(ap) > 1 else None,
                     "ap": [round(float(a), 2) for a in ap],
+                    "ap50_mean": round(float(np.mean([100 * seeds[k]["ap50"] for k in seeds])), 2),
                     "per_class": {c: round(100 * float(np.mean([seeds[k]["per_class"][c]["ap"] for k in seeds])), 1)
                                   for c in seeds[next(iter(seeds))]["per_class"]},
                     "train_seconds": round(float(np.mean([seeds[k]["seconds"] for k in seeds])), 1)}
@@ -259,26 +271,26 @@ def summarise(work: Path) -> dict:
         oracle = psi_path(work, setting, "oracle")
         if not oracle.is_file():
             continue
-        target = Psi.load(oracle).probabilities()
-        for name in ("dr", "tuned", *METHODS):
+        truth = Psi.load(oracle).probabilities()
+        for name in ("dr", "tuned", "oracle_pose", *METHODS):
             path = psi_path(work, setting, name)
             if not path.is_file():
                 continue
             probs = Psi.load(path).probabilities()
             out["psi_tv"][f"{setting}/{name}"] = {
-                o: {f: round(0.5 * float(np.abs(np.array(p) - np.array(target[o][f])).sum()), 3) for f, p in factors.items()}
+                o: {f: round(0.5 * float(np.abs(np.array(p) - np.array(truth[o][f])).sum()), 3) for f, p in factors.items()}
                 for o, factors in probs.items()}
             seconds = work / setting / name / "learn-seconds.json"
             if seconds.is_file():
                 out["learn"][f"{setting}/{name}"] = json.loads(seconds.read_text())
-    result = ROOT / "benchmarks" / "results" / f"beyond-dr-{work.name}.json"
+    result = ROOT / "benchmarks" / "results" / f"beyond-dr-{target}.json"
     result.write_text(json.dumps(out, indent=1) + "\n")
-    efficiency_figure(out["cells"], ROOT / "docs" / "figures" / f"beyond_dr_{work.name}.png")
+    efficiency_figure(out["cells"], ROOT / "docs" / "figures" / f"beyond_dr_{target}.png")
     for c in out["cells"]:
         gains = "  ".join(f"vs {r}: {c[f'gain_vs_{r}']['mean']:+.1f} ± {c[f'gain_vs_{r}']['se']:.1f} "
                           f"({c[f'gain_vs_{r}']['positive']})" for r in ("dr", "tuned") if f"gain_vs_{r}" in c)
         print(f"{c['setting']:11s} n={c['images_per_object']:3d} {c['psi']:9s} AP {c['ap_mean']:5.1f} ± "
-              f"{c['ap_std'] or 0:4.1f} {c['ap']}  {gains}")
+              f"{c['ap_std'] or 0:4.1f} {c['ap']} AP50 {c['ap50_mean']:5.1f}  {gains}")
     return out
 
 
