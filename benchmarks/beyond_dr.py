@@ -282,7 +282,11 @@ def summarise(work: Path, target: str) -> dict:
                 for o, factors in probs.items()}
             seconds = work / setting / name / "learn-seconds.json"
             if seconds.is_file():
-                out["learn"][f"{setting}/{name}"] = json.loads(seconds.read_text())
+                steps = [json.loads(line) for line in (work / setting / name / "learn" / "metrics.jsonl").open()]
+                out["learn"][f"{setting}/{name}"] = json.loads(seconds.read_text()) | {
+                    "outer_steps": len(steps), "images_rendered": sum(r["images_rendered"] for r in steps),
+                    "detector_trainings": 1 + sum(r["detector_trainings"] for r in steps),  # + the pre-training
+                    "step_seconds": round(float(np.mean([r["seconds"]["total"] for r in steps])), 1)}
     result = ROOT / "benchmarks" / "results" / f"beyond-dr-{target}.json"
     result.write_text(json.dumps(out, indent=1) + "\n")
     efficiency_figure(out["cells"], ROOT / "docs" / "figures" / f"beyond_dr_{target}.png")
