@@ -186,7 +186,9 @@ def learn_piece(work: Path, setting: str, method: str, cache: Path) -> Path:
     run.run(until="learn")
     seconds = work / setting / method / "learn-seconds.json"
     if not seconds.is_file():
-        seconds.write_text(json.dumps({"seconds": round(time.perf_counter() - start, 1)}))
+        from neuralsim.runtime import atomic_write_json
+
+        atomic_write_json(seconds, {"seconds": round(time.perf_counter() - start, 1)})
     return psi_path(work, setting, method)
 
 
